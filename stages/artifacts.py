@@ -1,0 +1,125 @@
+"""Writing artifacts atomically and byte-for-byte reproducibly.
+
+Every file a stage produces goes through here: it is written to a temporary file in the same
+directory and renamed into place, so an interrupted stage never leaves a half-written output,
+and nothing time-dependent (zip timestamps, Keras' `date_saved`) reaches the bytes, so two runs
+with the same inputs give the same DVC hashes.
+"""
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+# The earliest date a zip entry can carry; any fixed value would do.
+FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Writes `payload` to `path` through a temporary sibling file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data) -> None:
+    """Writes `data` as indented JSON with sorted keys, so equal data gives equal bytes."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path):
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def _deterministic_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_DATE)
+            info.compress_type = compression
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Saves arrays in NumPy's .npz format (readable by `np.load`) without timestamps."""
+    entries = {}
+    for name, array in arrays.items():
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        entries[f"{name}.npy"] = buffer.getvalue()
+    write_bytes_atomic(path, _deterministic_zip(entries))
+
+
+def load_npz(path: Path, expected: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Loads every array of an .npz file, without pickle, checking the expected names are there.
+
+    Raises:
+        FileNotFoundError: names the stage that produces the file.
+        ValueError: the file is not an .npz archive or lacks one of `expected`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro` to produce it")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npz archive ({error}); delete it and rerun `dvc repro`") from None
+    missing = [name for name in expected if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: expected arrays {', '.join(expected)}, missing {', '.join(missing)}")
+    return arrays
+
+
+def save_keras_model(model, path: Path) -> None:
+    """Saves `model` as a `.keras` file whose bytes depend only on the model.
+
+    Keras stamps `date_saved` into metadata.json, the current time into every zip entry and
+    Python object ids (`shared_object_id`) into config.json; all are replaced by fixed values
+    (ids renumbered in order of appearance, which keeps what is shared) so identical trainings
+    give identical files.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        scratch_file = Path(scratch) / "model.keras"
+        model.save(scratch_file)
+        with zipfile.ZipFile(scratch_file) as archive:
+            entries = {name: archive.read(name) for name in archive.namelist()}
+    metadata = json.loads(entries["metadata.json"])
+    metadata["date_saved"] = "1980-01-01@00:00:00"
+    entries["metadata.json"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
+    config = _renumber_shared_objects(json.loads(entries["config.json"]), {})
+    entries["config.json"] = json.dumps(config, sort_keys=True).encode("utf-8")
+    write_bytes_atomic(path, _deterministic_zip(entries, compression=zipfile.ZIP_DEFLATED))
+
+
+def _renumber_shared_objects(node, numbers: dict[int, int]):
+    if isinstance(node, dict):
+        renumbered = {key: _renumber_shared_objects(value, numbers) for key, value in node.items()}
+        if "shared_object_id" in node:
+            renumbered["shared_object_id"] = numbers.setdefault(node["shared_object_id"], len(numbers) + 1)
+        return renumbered
+    if isinstance(node, list):
+        return [_renumber_shared_objects(value, numbers) for value in node]
+    return node

