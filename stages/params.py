@@ -49,16 +49,18 @@ def select(params: dict, dotted_key: str) -> Any:
     for part in dotted_key.split("."):
         if not isinstance(node, dict) or part not in node:
             known = sorted(node) if isinstance(node, dict) else []
-            raise ParamsError(f"params.yaml: missing key '{'.'.join([*walked, part])}'{suggest(part, known)}")
+            raise ParamsError(f"params.yaml: missing key '{'.'.join([*walked, part])}'{suggest(part, known)}; "
+                              f"keys there: {', '.join(map(str, known)) or 'none'}")
         node = node[part]
         walked.append(part)
     return node
 
 
 def suggest(name: str, known: list[str]) -> str:
-    """A ' (did you mean ...?)' hint, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+    """A ' (did you mean ...?)' hint naming the closest of `known`, or '' when none is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    close = close or [key for key in known if name.startswith(key) or key.startswith(name)][:1]
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def check_keys(where: str, section: Any, required: set[str], optional: frozenset[str] = frozenset()) -> None:
@@ -68,7 +70,8 @@ def check_keys(where: str, section: Any, required: set[str], optional: frozenset
     known = sorted(required | optional)
     for key in section:
         if key not in required and key not in optional:
-            raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}")
+            raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}; "
+                              f"expected keys: {', '.join(known)}")
     for key in sorted(required - set(section)):
         raise ParamsError(f"params.yaml: missing key '{where}.{key}'")
 

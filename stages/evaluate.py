@@ -1,0 +1,136 @@
+"""Stage `evaluate@<name>`: test loss and accuracy, a confusion matrix, sample predictions, weight violins.
+
+Writes, for one trained model: its test metrics (JSON), one (actual, predicted) row per test image
+for DVC's confusion-matrix plot (CSV), the predictions for the study's sample test images (JSON),
+and a violin plot of every conv and dense kernel's weights (PNG).
+"""
+
+import argparse
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+
+from stages import artifacts, cli, params
+
+# A violin of 1.5 million weights looks like one of 20,000 evenly spaced ones and takes far longer.
+MAX_WEIGHTS_PER_VIOLIN = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    """The `evaluate` section."""
+
+    batch_size: int
+    sample_indices: tuple[int, ...]
+
+    @classmethod
+    def from_section(cls, section) -> "EvaluateParams":
+        params.check_keys("evaluate", section, {"batch_size", "sample_indices"})
+        indices = section["sample_indices"]
+        if not isinstance(indices, list):
+            raise params.ParamsError(f"params.yaml: 'evaluate.sample_indices' must be a list, got {indices!r}")
+        return cls(batch_size=params.typed("evaluate.batch_size", section["batch_size"], int, minimum=1),
+                   sample_indices=tuple(params.typed(f"evaluate.sample_indices[{position}]", index, int, minimum=0)
+                                        for position, index in enumerate(indices)))
+
+
+def load_model(path: Path):
+    """Loads a `.keras` model in Keras' safe mode, with a clear error for a missing or broken file."""
+    import keras
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained model; run `dvc repro` (or `dvc pull`) to produce it")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
+                         "rerun its train stage with `dvc repro -f`") from None
+
+
+def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...]) -> list[dict]:
+    """The prediction for each test image in `indices`.
+
+    Args:
+        probabilities: float32 (N, classes) softmax outputs.
+        true_classes: int (N,) labels.
+
+    Returns:
+        One {"index", "label", "predicted", "probability"} per index, in the given order.
+    """
+    for index in indices:
+        if index >= len(true_classes):
+            raise ValueError(f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
+                             f"expected indices below {len(true_classes)} (is data.limit set?)")
+    return [{"index": index, "label": int(true_classes[index]), "predicted": int(probabilities[index].argmax()),
+             "probability": round(float(probabilities[index].max()), 6)} for index in indices]
+
+
+def confusion_csv(true_classes: np.ndarray, predicted_classes: np.ndarray) -> str:
+    """One `actual,predicted` row per image, the form DVC's confusion template reads."""
+    rows = "".join(f"{actual},{predicted}\n" for actual, predicted in zip(true_classes, predicted_classes))
+    return "actual,predicted\n" + rows
+
+
+def kernel_weights(model) -> dict[str, np.ndarray]:
+    """Every conv and dense layer's kernel, flattened, keyed by layer name (biases are left out)."""
+    return {layer.name: np.asarray(layer.kernel).ravel() for layer in model.layers if hasattr(layer, "kernel")}
+
+
+def weight_violin_png(weights: dict[str, np.ndarray], title: str) -> bytes:
+    """A violin per layer of its kernel weights, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    frames = []
+    for layer_name, values in weights.items():
+        keep = np.linspace(0, len(values) - 1, min(len(values), MAX_WEIGHTS_PER_VIOLIN)).astype(int)
+        frames.append(pd.DataFrame({"layer": layer_name, "weight": values[keep]}))
+    figure, axes = plt.subplots(figsize=(1.6 * len(weights) + 2, 4.5))
+    sns.violinplot(data=pd.concat(frames), x="layer", y="weight", hue="layer", legend=False, cut=0,
+                   inner="quartile", ax=axes)
+    axes.set_title(title)
+    axes.set_xlabel("layer (kernel weights; biases not shown)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    # No Software/date metadata, so the same weights give the same bytes.
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="the model's name, for titles")
+    parser.add_argument("--model-dir", type=Path, required=True, help="holds model.keras")
+    parser.add_argument("--test", type=Path, required=True, help="the prepared test.npz")
+    parser.add_argument("--metrics", type=Path, required=True, help="test metrics JSON to write")
+    parser.add_argument("--predictions", type=Path, required=True, help="sample predictions JSON to write")
+    parser.add_argument("--confusion", type=Path, required=True, help="confusion CSV to write")
+    parser.add_argument("--weights-plot", type=Path, required=True, help="weight violin PNG to write")
+    arguments = parser.parse_args()
+    settings = EvaluateParams.from_section(params.select(params.load_params(), "evaluate"))
+    test_set = artifacts.load_npz(arguments.test, ("x", "y"))
+    model = load_model(arguments.model_dir / "model.keras")
+    loss, accuracy = model.evaluate(test_set["x"], test_set["y"], batch_size=settings.batch_size, verbose=0)
+    probabilities = model.predict(test_set["x"], batch_size=settings.batch_size, verbose=0)
+    true_classes = test_set["y"].argmax(axis=1)
+    samples = sample_predictions(probabilities, true_classes, settings.sample_indices)
+    artifacts.write_text_atomic(arguments.confusion, confusion_csv(true_classes, probabilities.argmax(axis=1)))
+    artifacts.write_bytes_atomic(arguments.weights_plot, weight_violin_png(
+        kernel_weights(model), f"{arguments.name}: conv and dense kernel weights"))
+    artifacts.write_json(arguments.predictions, {"samples": samples})
+    artifacts.write_json(arguments.metrics, {"test": {"loss": float(loss), "accuracy": float(accuracy)},
+                                             "test_images": len(true_classes)})
+    print(f"evaluate@{arguments.name}: test loss {loss:.4f}, test accuracy {accuracy:.4f}; " + ", ".join(
+        f"image {sample['index']}: label {sample['label']} -> {sample['predicted']} ({sample['probability']:.3f})"
+        for sample in samples))
+
+
+if __name__ == "__main__":
+    cli.run("evaluate", main)

@@ -1,0 +1,104 @@
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+from stages import artifacts, cli, download, params
+
+
+def test_real_npm_package_matches_pinned_digests(mnist_idx_files):
+    for file_name, digest in download.MNIST_IDX_FILES.values():
+        assert hashlib.sha256(mnist_idx_files[file_name]).hexdigest() == digest
+    arrays = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    assert arrays["x_train"].shape == (60000, 28, 28) and arrays["x_train"].dtype == np.uint8
+    assert arrays["y_train"].shape == (60000,) and arrays["x_test"].shape == (10000, 28, 28)
+    assert arrays["y_test"].shape == (10000,)
+    # The study's sample predictions: test images 500, 1500 and 2500 show a 3, a 7 and a 2.
+    assert [int(arrays["y_test"][index]) for index in (500, 1500, 2500)] == [3, 7, 2]
+
+
+def test_checksum_mismatch_stops_naming_the_file(mnist_idx_files):
+    altered = dict(mnist_idx_files)
+    corrupted = bytearray(altered["t10k-labels-idx1-ubyte"])
+    corrupted[100] ^= 0xFF
+    altered["t10k-labels-idx1-ubyte"] = bytes(corrupted)
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: SHA-256 [0-9a-f]{64}, expected ff7bcfd4"):
+        download.arrays_from_idx_files(altered, "npm")
+
+
+def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_files):
+    tarball = tmp_path / "package.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, payload in [*((f"package/data/{name}", data) for name, data in mnist_idx_files.items()),
+                              ("../evil", b"outside"), ("/etc/evil", b"absolute")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    files = download.read_npm_tarball(tarball)
+    assert sorted(files) == sorted(mnist_idx_files)
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_npm_tarball_missing_a_member_is_an_error(tmp_path):
+    tarball = tmp_path / "package.tgz"
+    with tarfile.open(tarball, "w:gz"):
+        pass
+    with pytest.raises(ValueError, match="missing t10k-images-idx3-ubyte"):
+        download.read_npm_tarball(tarball)
+
+
+def test_idx_directory_of_gzip_files_gives_identical_arrays(tmp_path, mnist_idx_files):
+    for name, payload in mnist_idx_files.items():
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(payload))
+    from_directory = download.arrays_from_idx_files(download.read_idx_directory(tmp_path), "dir")
+    from_npm = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    for name in download.MNIST_IDX_FILES:
+        np.testing.assert_array_equal(from_directory[name], from_npm[name])
+
+
+@pytest.fixture
+def served_directory(tmp_path):
+    """An HTTP server on loopback serving tmp_path; yields its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *arguments):
+        pass
+
+
+def test_url_source_gives_identical_arrays(tmp_path, served_directory, mnist_idx_files):
+    from_npm = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    artifacts.save_npz(tmp_path / "mnist.npz", from_npm)
+    digest = hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest()
+    from_url = download.load_from_url(f"{served_directory}/mnist.npz", digest)
+    for name in download.MNIST_IDX_FILES:
+        np.testing.assert_array_equal(from_url[name], from_npm[name])
+        assert from_url[name].dtype == np.uint8
+
+
+def test_url_source_rejects_wrong_digest_and_missing_file(tmp_path, served_directory):
+    (tmp_path / "page.npz").write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError, match="SHA-256 .* expected 0000"):
+        download.load_from_url(f"{served_directory}/page.npz", "0" * 64)
+    with pytest.raises(cli.StageError, match="download failed .*404"):
+        download.load_from_url(f"{served_directory}/absent.npz", "0" * 64)
+
+
+def test_unknown_source_is_rejected_with_suggestion():
+    section = params.load_params()["data"] | {"source": "npn"}
+    with pytest.raises(params.ParamsError, match=r"'data.source' must be one of npm, url, idx_dir, got 'npn' "
+                                                 r"\(did you mean 'npm'\?\)"):
+        download.DownloadParams.from_section(section)
