@@ -91,7 +91,7 @@ def weight_violin_png(weights: dict[str, np.ndarray], title: str) -> bytes:
     for layer_name, values in weights.items():
         keep = np.linspace(0, len(values) - 1, min(len(values), MAX_WEIGHTS_PER_VIOLIN)).astype(int)
         frames.append(pd.DataFrame({"layer": layer_name, "weight": values[keep]}))
-    figure, axes = plt.subplots(figsize=(1.6 * len(weights) + 2, 4.5))
+    figure, axes = plt.subplots(figsize=(min(1.1 * len(weights) + 2, 11), 4.5))
     sns.violinplot(data=pd.concat(frames), x="layer", y="weight", hue="layer", legend=False, cut=0,
                    inner="quartile", ax=axes)
     axes.set_title(title)
