@@ -1,7 +1,9 @@
 """Stage `compare`: every model side by side, against the study's published figures.
 
-Writes `comparison.json` (our numbers, the study's and the differences, per model) and a Markdown
-table laid out like the study's conclusion, with the study's row and the difference under ours.
+Writes `comparison.json` (our numbers, the study's and the differences, per model), a Markdown
+table laid out like the study's conclusion, with the study's row and the difference under ours,
+and `test_accuracy.json`, one number per model under short, unique names, so that `dvc exp show`
+can show the models side by side in narrow columns (`test_accuracy.arch`, ...).
 """
 
 import argparse
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--evaluate-metrics-dir", type=Path, required=True, help="holds <name>.json")
     parser.add_argument("--output-json", type=Path, required=True)
     parser.add_argument("--output-markdown", type=Path, required=True)
+    parser.add_argument("--output-summary", type=Path, required=True, help="test accuracy per model, for exp show")
     arguments = parser.parse_args()
     all_params = params.load_params()
     rows = {}
@@ -81,6 +84,8 @@ def main() -> None:
                                artifacts.read_json(arguments.evaluate_metrics_dir / f"{name}.json"))
     artifacts.write_text_atomic(arguments.output_markdown, markdown_table(rows))
     artifacts.write_json(arguments.output_json, rows)
+    artifacts.write_json(arguments.output_summary,
+                         {"test_accuracy": {name: row["test_accuracy"] for name, row in rows.items()}})
     best = max(rows, key=lambda name: rows[name]["test_accuracy"])
     print(f"compare: {len(rows)} models -> {arguments.output_markdown}; best test accuracy: {best} "
           f"{rows[best]['test_accuracy']:.4f}")

@@ -6,6 +6,7 @@ and a violin plot of every conv and dense kernel's weights (PNG).
 """
 
 import argparse
+import csv
 import dataclasses
 import io
 from pathlib import Path
@@ -49,7 +50,8 @@ def load_model(path: Path):
                          "rerun its train stage with `dvc repro -f`") from None
 
 
-def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...]) -> list[dict]:
+def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...],
+                       class_names: list[str]) -> list[dict]:
     """The prediction for each test image in `indices`.
 
     Args:
@@ -57,20 +59,26 @@ def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indi
         true_classes: int (N,) labels.
 
     Returns:
-        One {"index", "label", "predicted", "probability"} per index, in the given order.
+        One {"index", "label", "predicted", "probability"} per index, in the given order; label and
+        predicted are class names.
     """
     for index in indices:
         if index >= len(true_classes):
             raise ValueError(f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
                              f"expected indices below {len(true_classes)} (is data.limit set?)")
-    return [{"index": index, "label": int(true_classes[index]), "predicted": int(probabilities[index].argmax()),
+    return [{"index": index, "label": class_names[true_classes[index]],
+             "predicted": class_names[probabilities[index].argmax()],
              "probability": round(float(probabilities[index].max()), 6)} for index in indices]
 
 
-def confusion_csv(true_classes: np.ndarray, predicted_classes: np.ndarray) -> str:
-    """One `actual,predicted` row per image, the form DVC's confusion template reads."""
-    rows = "".join(f"{actual},{predicted}\n" for actual, predicted in zip(true_classes, predicted_classes))
-    return "actual,predicted\n" + rows
+def confusion_csv(true_classes: np.ndarray, predicted_classes: np.ndarray, class_names: list[str]) -> str:
+    """One `actual,predicted` row of class names per image, the form DVC's confusion template reads."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["actual", "predicted"])
+    writer.writerows([class_names[actual], class_names[predicted]]
+                     for actual, predicted in zip(true_classes, predicted_classes))
+    return buffer.getvalue()
 
 
 def kernel_weights(model) -> dict[str, np.ndarray]:
@@ -115,13 +123,15 @@ def main() -> None:
     parser.add_argument("--weights-plot", type=Path, required=True, help="weight violin PNG to write")
     arguments = parser.parse_args()
     settings = EvaluateParams.from_section(params.select(params.load_params(), "evaluate"))
-    test_set = artifacts.load_npz(arguments.test, ("x", "y"))
+    test_set = artifacts.load_npz(arguments.test, ("x", "y", "class_names"))
     model = load_model(arguments.model_dir / "model.keras")
     loss, accuracy = model.evaluate(test_set["x"], test_set["y"], batch_size=settings.batch_size, verbose=0)
     probabilities = model.predict(test_set["x"], batch_size=settings.batch_size, verbose=0)
     true_classes = test_set["y"].argmax(axis=1)
-    samples = sample_predictions(probabilities, true_classes, settings.sample_indices)
-    artifacts.write_text_atomic(arguments.confusion, confusion_csv(true_classes, probabilities.argmax(axis=1)))
+    class_names = test_set["class_names"].tolist()
+    samples = sample_predictions(probabilities, true_classes, settings.sample_indices, class_names)
+    artifacts.write_text_atomic(arguments.confusion, confusion_csv(
+        true_classes, probabilities.argmax(axis=1), class_names))
     artifacts.write_bytes_atomic(arguments.weights_plot, weight_violin_png(
         kernel_weights(model), f"{arguments.name}: conv and dense kernel weights"))
     artifacts.write_json(arguments.predictions, {"samples": samples})

@@ -12,9 +12,6 @@ import numpy as np
 
 from stages import artifacts, cli, params
 
-CLASS_COUNT = 10
-
-
 @dataclasses.dataclass(frozen=True)
 class PrepareParams:
     """The keys of the `data` section this stage reads (declared for it in dvc.yaml)."""
@@ -39,7 +36,7 @@ def normalize_images(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) / np.float32(255.0))[..., np.newaxis]
 
 
-def one_hot(labels: np.ndarray, class_count: int = CLASS_COUNT) -> np.ndarray:
+def one_hot(labels: np.ndarray, class_count: int) -> np.ndarray:
     """uint8 (N,) class indices -> float32 (N, class_count) one-hot rows."""
     return np.eye(class_count, dtype=np.float32)[labels]
 
@@ -58,8 +55,14 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float):
 
 
 def prepare(raw: dict[str, np.ndarray], settings: PrepareParams) -> dict[str, dict[str, np.ndarray]]:
-    """Turns the raw uint8 arrays into the train, validation and test sets ({"x": ..., "y": ...})."""
+    """Turns the raw uint8 arrays into the train, validation and test sets.
+
+    Returns:
+        {"train" | "validation" | "test": {"x": float32 (N, 28, 28, 1), "y": float32 (N, classes) one-hot,
+        "class_names": unicode (classes,)}}.
+    """
     x_train, y_train, x_test, y_test = (raw[name] for name in ("x_train", "y_train", "x_test", "y_test"))
+    class_names = raw["class_names"]
     if settings.limit is not None:
         if settings.limit > len(x_train):
             raise ValueError(f"data.limit {settings.limit} exceeds the {len(x_train)} training images; "
@@ -68,11 +71,9 @@ def prepare(raw: dict[str, np.ndarray], settings: PrepareParams) -> dict[str, di
         x_train, y_train = x_train[:settings.limit], y_train[:settings.limit]
         x_test, y_test = x_test[:settings.limit], y_test[:settings.limit]
     train_x, train_y, validation_x, validation_y = split_validation(x_train, y_train, settings.validation_fraction)
-    return {
-        "train": {"x": normalize_images(train_x), "y": one_hot(train_y)},
-        "validation": {"x": normalize_images(validation_x), "y": one_hot(validation_y)},
-        "test": {"x": normalize_images(x_test), "y": one_hot(y_test)},
-    }
+    return {split: {"x": normalize_images(images), "y": one_hot(labels, len(class_names)), "class_names": class_names}
+            for split, images, labels in (("train", train_x, train_y), ("validation", validation_x, validation_y),
+                                          ("test", x_test, y_test))}
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, required=True, help="where train/validation/test.npz go")
     arguments = parser.parse_args()
     settings = PrepareParams.from_section(params.select(params.load_params(), "data"))
-    raw = artifacts.load_npz(arguments.input, ("x_train", "y_train", "x_test", "y_test"))
+    raw = artifacts.load_npz(arguments.input, ("x_train", "y_train", "x_test", "y_test", "class_names"))
     splits = prepare(raw, settings)
     for split, arrays in splits.items():
         artifacts.save_npz(arguments.output_dir / f"{split}.npz", arrays)

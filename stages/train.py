@@ -71,7 +71,7 @@ def main() -> None:
     settings = params.TrainParams.from_section(params.select(all_params, "train"))
     spec = architecture.parse_architecture(arguments.spec.split(".")[-1], params.select(all_params, arguments.spec))
     architecture.output_shapes(spec, (28, 28, 1))  # an impossible spec stops before any data is loaded
-    train_set = artifacts.load_npz(arguments.data_dir / "train.npz", ("x", "y"))
+    train_set = artifacts.load_npz(arguments.data_dir / "train.npz", ("x", "y", "class_names"))
     validation_set = artifacts.load_npz(arguments.data_dir / "validation.npz", ("x", "y"))
     started = time.perf_counter()
     model, history = train(spec, settings, train_set, validation_set, arguments.live_dir)
@@ -82,6 +82,7 @@ def main() -> None:
         "architecture": spec.to_dict(), "train": dataclasses.asdict(settings),
         "parameters": model.count_params(), "layers": layer_table(model),
         "train_images": len(train_set["x"]), "validation_images": len(validation_set["x"]),
+        "class_names": train_set["class_names"].tolist(),
     })
     print(f"train@{spec.name}: {model.count_params():,} parameters, {settings.epochs} epochs in {seconds:.0f} s, "
           f"val_loss {history['val_loss'][-1]:.4f}, val_accuracy {history['val_accuracy'][-1]:.4f}")

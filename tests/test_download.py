@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import http.server
 import io
+import pathlib
 import tarfile
 import threading
 
@@ -13,9 +14,10 @@ from stages import artifacts, cli, download, params
 
 
 def test_real_npm_package_matches_pinned_digests(mnist_idx_files):
-    for file_name, digest in download.MNIST_IDX_FILES.values():
-        assert hashlib.sha256(mnist_idx_files[file_name]).hexdigest() == digest
+    for array_name, file_name in download.IDX_FILE_NAMES.items():
+        assert hashlib.sha256(mnist_idx_files[file_name]).hexdigest() == download.MNIST.sha256[array_name]
     arrays = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    assert arrays["class_names"].tolist() == [str(digit) for digit in range(10)]
     assert arrays["x_train"].shape == (60000, 28, 28) and arrays["x_train"].dtype == np.uint8
     assert arrays["y_train"].shape == (60000,) and arrays["x_test"].shape == (10000, 28, 28)
     assert arrays["y_test"].shape == (10000,)
@@ -29,7 +31,9 @@ def test_checksum_mismatch_stops_naming_the_file(mnist_idx_files):
     corrupted[100] ^= 0xFF
     altered["t10k-labels-idx1-ubyte"] = bytes(corrupted)
     with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: SHA-256 [0-9a-f]{64}, expected ff7bcfd4"):
-        download.arrays_from_idx_files(altered, "npm")
+        download.arrays_from_idx_files(altered, "npm", dataset=download.MNIST)
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte \(known datasets: mnist, fashion-mnist\): SHA-256"):
+        download.arrays_from_idx_files(altered, "directory")
 
 
 def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_files):
@@ -58,7 +62,7 @@ def test_idx_directory_of_gzip_files_gives_identical_arrays(tmp_path, mnist_idx_
         (tmp_path / f"{name}.gz").write_bytes(gzip.compress(payload))
     from_directory = download.arrays_from_idx_files(download.read_idx_directory(tmp_path), "dir")
     from_npm = download.arrays_from_idx_files(mnist_idx_files, "npm")
-    for name in download.MNIST_IDX_FILES:
+    for name in download.IDX_FILE_NAMES:
         np.testing.assert_array_equal(from_directory[name], from_npm[name])
 
 
@@ -84,7 +88,7 @@ def test_url_source_gives_identical_arrays(tmp_path, served_directory, mnist_idx
     artifacts.save_npz(tmp_path / "mnist.npz", from_npm)
     digest = hashlib.sha256((tmp_path / "mnist.npz").read_bytes()).hexdigest()
     from_url = download.load_from_url(f"{served_directory}/mnist.npz", digest)
-    for name in download.MNIST_IDX_FILES:
+    for name in download.IDX_FILE_NAMES:
         np.testing.assert_array_equal(from_url[name], from_npm[name])
         assert from_url[name].dtype == np.uint8
 
@@ -102,3 +106,12 @@ def test_unknown_source_is_rejected_with_suggestion():
     with pytest.raises(params.ParamsError, match=r"'data.source' must be one of npm, url, idx_dir, got 'npn' "
                                                  r"\(did you mean 'npm'\?\)"):
         download.DownloadParams.from_section(section)
+
+
+FASHION_MNIST_DIRECTORY = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIRECTORY.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_fashion_mnist_directory_is_identified_with_its_class_names():
+    arrays = download.arrays_from_idx_files(download.read_idx_directory(FASHION_MNIST_DIRECTORY), "fashion")
+    assert arrays["class_names"][9] == "Ankle boot" and arrays["x_train"].shape == (60000, 28, 28)

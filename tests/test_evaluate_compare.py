@@ -6,18 +6,21 @@ from stages import architecture, compare, evaluate, params
 
 def test_sample_predictions_report_label_class_and_probability():
     probabilities = np.array([[0.1, 0.9], [0.7, 0.3]], dtype=np.float32)
-    samples = evaluate.sample_predictions(probabilities, np.array([1, 1]), (1, 0))
-    assert samples == [{"index": 1, "label": 1, "predicted": 0, "probability": pytest.approx(0.7)},
-                       {"index": 0, "label": 1, "predicted": 1, "probability": pytest.approx(0.9)}]
+    samples = evaluate.sample_predictions(probabilities, np.array([1, 1]), (1, 0), ["cat", "dog"])
+    assert samples == [{"index": 1, "label": "dog", "predicted": "cat", "probability": pytest.approx(0.7)},
+                       {"index": 0, "label": "dog", "predicted": "dog", "probability": pytest.approx(0.9)}]
 
 
 def test_sample_index_past_the_test_set_is_named():
     with pytest.raises(ValueError, match="index 2500 is past the 300 test images"):
-        evaluate.sample_predictions(np.zeros((300, 10)), np.zeros(300, dtype=int), (2500,))
+        evaluate.sample_predictions(np.zeros((300, 10)), np.zeros(300, dtype=int), (2500,), list("0123456789"))
 
 
 def test_confusion_csv_has_one_row_per_image():
-    assert evaluate.confusion_csv(np.array([3, 1]), np.array([3, 7])) == "actual,predicted\n3,3\n1,7\n"
+    names = [str(digit) for digit in range(10)]
+    assert evaluate.confusion_csv(np.array([3, 1]), np.array([3, 7]), names) == "actual,predicted\n3,3\n1,7\n"
+    fashion = ["T-shirt/top", "Trouser, long"]
+    assert evaluate.confusion_csv(np.array([0]), np.array([1]), fashion) == 'actual,predicted\nT-shirt/top,"Trouser, long"\n'
 
 
 def test_comparison_rows_carry_study_figures_and_differences():

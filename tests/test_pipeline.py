@@ -2,11 +2,14 @@
 
 import json
 import re
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import run
+from tests.conftest import run, set_params
 
 MODELS = ("conv3_pool", "conv5_pool", "conv7_pool", "conv3_dropout", "arch")
 ALL_STAGES = {"download", "prepare", "compare", *(f"{stage}@{model}" for stage in ("train", "evaluate")
@@ -51,8 +54,9 @@ def test_repro_then_experiment_reruns_only_what_changed(tiny_project, isolated_e
     assert spec["architecture"]["kernel"] == 5
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_project, environment).stdout)
-    changed = {path for path, metrics in diff.items() if metrics}
-    assert changed and all("/arch" in path for path in changed)
+    changed = {f"{path}:{key}" for path, metrics in diff.items() for key in metrics}
+    assert changed and all("/arch" in change or change.endswith(".arch") for change in changed), changed
+    assert "metrics/test_accuracy.json:test_accuracy.arch" in changed
     assert diff["metrics/train/arch/metrics.json"]["parameters"]["new"] != \
         diff["metrics/train/arch/metrics.json"]["parameters"]["old"]
 
@@ -75,3 +79,70 @@ def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_projec
             "feature map; use a smaller kernel or padding 'same'") in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (tiny_project / "models/conv3_pool").exists()
+
+
+def experiments_by_kernel(project, environment) -> dict[int, dict]:
+    """From `dvc exp show --json`: each experiment's arch.kernel -> its metrics, by file."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project, environment).stdout)
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                kernel = data["params"]["params.yaml"]["data"]["arch"]["kernel"]
+                found[kernel] = {path: value["data"] for path, value in data["metrics"].items()}
+    return found
+
+
+@pytest.mark.pipeline
+def test_queued_sweep_runs_only_the_arch_stages(tiny_project, isolated_environment):
+    environment = isolated_environment
+    run(["dvc", "repro"], tiny_project, environment)
+    run(["git", "add", "-A"], tiny_project, environment)
+    run(["git", "commit", "-qm", "tiny run"], tiny_project, environment)
+
+    run(["dvc", "exp", "run", "--queue", "-S", "arch.kernel=2,5"], tiny_project, environment)
+    run(["dvc", "queue", "start", "-j", "2"], tiny_project, environment)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], tiny_project, environment).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+
+    names = re.findall(r"^\w+\s+(\S+)\s+.*Success", status, flags=re.MULTILINE)
+    for name in names:
+        log = run(["dvc", "queue", "logs", name], tiny_project, environment).stdout
+        assert stages_run(log) == {"train@arch", "evaluate@arch", "compare"}, log
+        assert "Stage 'train@conv3_dropout' didn't change, skipping" in log
+
+    experiments = experiments_by_kernel(tiny_project, environment)
+    assert sorted(experiments) == [2, 5]
+    arch_parameters = {kernel: metrics["metrics/train/arch/metrics.json"]["parameters"]
+                       for kernel, metrics in experiments.items()}
+    assert arch_parameters[2] != arch_parameters[5]
+    study_accuracy = {kernel: metrics["metrics/test_accuracy.json"]["test_accuracy"]["conv3_pool"]
+                      for kernel, metrics in experiments.items()}
+    assert study_accuracy[2] == study_accuracy[5]
+
+
+FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.pipeline
+@pytest.mark.skipif(not FASHION_MNIST_DIRECTORY.is_dir(), reason="needs Debian's package dataset-fashion-mnist")
+def test_fashion_mnist_through_params_only(tiny_project, isolated_environment):
+    set_params(tiny_project / "params.yaml", {"data.source": "idx_dir", "data.idx_dir": str(FASHION_MNIST_DIRECTORY)})
+    run(["dvc", "repro", "evaluate@arch"], tiny_project, isolated_environment)
+    confusion = (tiny_project / "plots/confusion/arch.csv").read_text().splitlines()
+    fashion_classes = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                       "Ankle boot"}
+    assert confusion[1].split(",")[0] == "Ankle boot"  # Fashion-MNIST's first test image
+    assert {row.split(",")[0] for row in confusion[1:]} <= fashion_classes
+    samples = json.loads((tiny_project / "metrics/predictions/arch.json").read_text())["samples"]
+    assert {sample["label"] for sample in samples} <= fashion_classes
+    predicted = run([sys.executable, "-m", "stages.predict", "--model", "arch", "--test-index", "0"], tiny_project,
+                    isolated_environment).stdout
+    assert predicted.startswith("test image 0 (true: Ankle boot): ")
+    assert len([name for name in fashion_classes if name in predicted.split("): ")[1]]) == 3

@@ -9,7 +9,8 @@ def raw_arrays(count: int = 10) -> dict:
     return {"x_train": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
             "y_train": (np.arange(count) % 10).astype(np.uint8),
             "x_test": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-            "y_test": (np.arange(count)[::-1] % 10).astype(np.uint8)}
+            "y_test": (np.arange(count)[::-1] % 10).astype(np.uint8),
+            "class_names": np.array([str(digit) for digit in range(10)])}
 
 
 def test_normalize_scales_to_unit_interval_with_channel_axis():
@@ -20,7 +21,7 @@ def test_normalize_scales_to_unit_interval_with_channel_axis():
 
 
 def test_one_hot_encodes_ten_classes():
-    encoded = prepare.one_hot(np.array([3, 0, 9], dtype=np.uint8))
+    encoded = prepare.one_hot(np.array([3, 0, 9], dtype=np.uint8), 10)
     assert encoded.dtype == np.float32 and encoded.shape == (3, 10)
     assert encoded.sum(axis=1).tolist() == [1, 1, 1] and encoded.argmax(axis=1).tolist() == [3, 0, 9]
 

@@ -1,0 +1,114 @@
+"""Predicting digits: MNIST-style conversion of drawn images, and the study's test images."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from stages import architecture, artifacts, download, params, predict, prepare, train
+
+
+def rendered_digit(digit: str, size: int = 280, ink: int = 20, paper: int = 245) -> Image.Image:
+    """A digit drawn with matplotlib's font, dark on light, at `size` pixels: like a scan of a handwritten one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(size / 100, size / 100), dpi=100)
+    figure.patch.set_facecolor(str(paper / 255))
+    figure.text(0.5, 0.5, digit, fontsize=size * 0.55, ha="center", va="center", color=str(ink / 255),
+                fontweight="bold")
+    figure.canvas.draw()
+    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
+    plt.close(figure)
+    return image
+
+
+def test_mnist_style_inverts_crops_fits_20_by_20_and_centres_by_mass():
+    converted = predict.mnist_style(rendered_digit("7"))
+    assert converted.shape == (28, 28) and converted.dtype == np.float32
+    assert converted.max() == pytest.approx(1.0) and converted.min() == 0.0
+    assert converted[0].max() == 0 and converted[:, 0].max() == 0  # inverted: a dark background
+    rows = np.flatnonzero(converted.max(axis=1) > 0)
+    columns = np.flatnonzero(converted.max(axis=0) > 0)
+    assert max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1) == 20
+    centre = [(converted.sum(axis=axis) * np.arange(28)).sum() / converted.sum() for axis in (1, 0)]
+    assert centre == pytest.approx([13.5, 13.5], abs=1.0)
+
+
+def test_blank_image_and_non_image_are_clear_errors(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 40), 255).save(blank)
+    with pytest.raises(ValueError, match="blank.png: blank image"):
+        predict.load_image(blank)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png: not an image file"):
+        predict.load_image(text)
+
+
+def test_top_classes_are_sorted_by_probability():
+    ranked = predict.top_classes(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"])
+    assert ranked == [("b", 0.6), ("d", 0.25), ("a", 0.1)]
+
+
+@pytest.fixture(scope="module")
+def trained_models_dir(tmp_path_factory, mnist_idx_files):
+    """models/conv3_pool trained by the real train code on the 48,000 real training images for 3 epochs (about
+    30 s), and the test set: a model good enough to judge the conversion by."""
+    root = tmp_path_factory.mktemp("predict")
+    raw = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    splits = prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=None))
+    spec = architecture.parse_architecture("conv3_pool", params.load_params()["architectures"]["conv3_pool"])
+    settings = params.TrainParams(epochs=3, batch_size=200, optimizer="adam", learning_rate=0.001, seed=1)
+    model, _ = train.train(spec, settings, splits["train"], splits["validation"], root / "live")
+    artifacts.save_keras_model(model, root / "models/conv3_pool/model.keras")
+    artifacts.write_json(root / "models/conv3_pool/spec.json", {"class_names": raw["class_names"].tolist()})
+    artifacts.save_npz(root / "data/prepared/test.npz", splits["test"])
+    return root
+
+
+# Digits whose printed shape is close to a handwritten one (a printed 1 has serifs MNIST's lack), at three sizes.
+DRAWN_DIGITS = (("0", 90), ("2", 200), ("3", 500), ("4", 200), ("5", 150), ("6", 120), ("7", 280), ("8", 200),
+                ("9", 240))
+
+
+def run_predict(root, *arguments) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.predict", "--models-dir", str(root / "models"),
+                           "--test-data", str(root / "data/prepared/test.npz"), *arguments],
+                          capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(predict.Path(predict.__file__).parents[1]), "PATH": ""})
+
+
+def test_predicts_the_study_sample_test_images(trained_models_dir):
+    completed = run_predict(trained_models_dir, "--model", "conv3_pool", "--test-index", "500", "1500", "2500")
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["test image 500 (true", "test image 1500 (true",
+                                                      "test image 2500 (true"]
+    for line, digit in zip(lines, "372"):
+        top_class = line.rsplit(": ", 1)[1].split(" ")[0]
+        assert f"(true: {digit})" in line and top_class == digit
+        assert len(line.split(", ")) == 3  # the top three classes
+
+
+def test_predicts_rendered_digits_of_any_size(trained_models_dir, tmp_path):
+    paths = []
+    for digit, size in DRAWN_DIGITS:
+        path = tmp_path / f"digit_{digit}.png"
+        rendered_digit(digit, size).save(path)
+        paths.append(str(path))
+    completed = run_predict(trained_models_dir, "--model", "conv3_pool", *paths)
+    assert completed.returncode == 0, completed.stderr
+    predicted = [line.rsplit(": ", 1)[1].split(" ")[0] for line in completed.stdout.strip().splitlines()]
+    assert predicted == [digit for digit, _ in DRAWN_DIGITS]
+
+
+def test_missing_model_names_the_stage_to_run(trained_models_dir):
+    completed = run_predict(trained_models_dir, "--model", "conv5_pool", "--test-index", "0")
+    assert completed.returncode == 1
+    assert "no trained model 'conv5_pool'; run `dvc repro train@conv5_pool`" in completed.stderr
+    assert "or `dvc pull`" in completed.stderr and "Traceback" not in completed.stderr
