@@ -1,0 +1,150 @@
+"""Reproducible by construction: identical reruns, a stale-lock check, and remote storage round trips."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT, run
+
+CHECK_LOCK = [sys.executable, str(PROJECT_ROOT / "scripts" / "check_lock.py")]
+
+
+def locked_hashes(project: Path) -> dict[str, str]:
+    """Every output hash in dvc.lock, by stage and path."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {f"{stage}:{output['path']}": output["md5"] for stage, entry in lock["stages"].items()
+            for output in entry.get("outs", [])}
+
+
+def commit_all(project: Path, environment: dict, message: str) -> None:
+    run(["git", "add", "-A"], project, environment)
+    run(["git", "commit", "-qm", message], project, environment)
+
+
+@pytest.fixture
+def reproduced_project(tiny_project, isolated_environment) -> Path:
+    """The tiny project after `dvc repro`, with its lock and results committed."""
+    run(["dvc", "repro"], tiny_project, isolated_environment)
+    commit_all(tiny_project, isolated_environment, "tiny run")
+    return tiny_project
+
+
+@pytest.mark.pipeline
+def test_forced_rerun_gives_byte_identical_outputs(reproduced_project, isolated_environment):
+    first = locked_hashes(reproduced_project)
+    run(["dvc", "repro", "-f"], reproduced_project, isolated_environment)
+    second = locked_hashes(reproduced_project)
+    assert len(first) == 42  # data, models, metrics, plot data: every output is compared
+    assert {key: (first[key], second[key]) for key in first if first[key] != second[key]} == {}
+
+
+@pytest.mark.pipeline
+def test_lock_check_passes_on_a_consistent_clone_and_names_stale_stages(reproduced_project, isolated_environment,
+                                                                        tmp_path):
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(reproduced_project), str(clone)], tmp_path, isolated_environment)
+    passed = run(CHECK_LOCK, clone, isolated_environment)
+    assert "dvc.lock matches the code, dvc.yaml and params.yaml for all 13 stages" in passed.stdout
+
+    with open(clone / "stages" / "evaluate.py", "a") as stream:
+        stream.write("\n# a change to the code\n")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["arch"]["kernel"] = 4
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run(CHECK_LOCK, clone, isolated_environment, check=False)
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert "dvc.lock is stale for 7 stage(s)" in lines[0]
+    assert "  evaluate@conv3_pool: dep stages/evaluate.py modified" in lines
+    assert "  train@arch: parameter arch modified" in lines
+    assert "  compare: parameter arch modified" in lines
+
+
+@pytest.mark.pipeline
+def test_lock_check_catches_a_hand_edited_result_and_a_broken_chain(reproduced_project, isolated_environment):
+    with open(reproduced_project / "metrics" / "comparison.md", "a") as stream:
+        stream.write("edited by hand\n")
+    lock_path = reproduced_project / "dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text())
+    for dependency in lock["stages"]["evaluate@arch"]["deps"]:
+        if dependency["path"] == "models/arch":
+            dependency["md5"] = "0" * 32 + ".dir"
+    lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+    failed = run(CHECK_LOCK, reproduced_project, isolated_environment, check=False)
+    assert failed.returncode == 1
+    assert "  compare: out metrics/comparison.md modified" in failed.stderr
+    assert "evaluate@arch: " in failed.stderr and "dep models/arch locked as 000" in failed.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(isolated_environment):
+    """A real S3-compatible server (moto's server mode) on loopback, with a bucket; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isolated_environment)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test-key",
+                     aws_secret_access_key="test-secret").create_bucket(Bucket="study")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.pipeline
+def test_push_to_s3_then_a_fresh_clone_pulls_everything(reproduced_project, isolated_environment, s3_endpoint,
+                                                        tmp_path):
+    # Credentials come from the environment only; the committed config holds the bucket and endpoint.
+    environment = isolated_environment | {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
+                                          "AWS_DEFAULT_REGION": "us-east-1"}
+    project = reproduced_project
+    run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
+    commit_all(project, environment, "S3 remote")
+    assert "test-key" not in (project / ".dvc" / "config").read_text()
+    run(["dvc", "push"], project, environment)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path, environment)
+    assert not (clone / "models").exists()
+    run(["dvc", "pull"], clone, environment)
+    for path in ("data/raw/mnist.npz", "data/prepared/test.npz", "models/arch/model.keras",
+                 "models/conv3_dropout/spec.json"):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, environment).stdout
+    assert "Running stage" not in run(["dvc", "repro"], clone, environment).stdout
+
+    # The model registry: a version tag in GTO's form, then `dvc artifacts get` through the remote.
+    run(["git", "tag", "-a", "arch@v1.0.0", "-m", "first arch"], project, environment)
+    download_dir = tmp_path / "download"
+    download_dir.mkdir()
+    run(["dvc", "artifacts", "get", str(project), "arch"], download_dir, environment)
+    assert (download_dir / "model.keras").read_bytes() == (project / "models/arch/model.keras").read_bytes()
+
+
+def test_project_has_a_default_local_remote():
+    config = (PROJECT_ROOT / ".dvc" / "config").read_text()
+    assert "remote = storage" in config and "url = ../../mnist-cnn-dvc-storage" in config
+    assert not os.path.isabs("../../mnist-cnn-dvc-storage")
