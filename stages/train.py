@@ -8,6 +8,8 @@ validation, while the model trains.
 
 import argparse
 import dataclasses
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,20 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     return model, history.history
 
 
+def interrupt(signal_number, frame) -> None:
+    """Turns SIGTERM (a `kill`) into the same clean stop as Ctrl-C."""
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+def remove_outputs(*paths: Path) -> None:
+    """Deletes what an interrupted or failed training left, so no partial model or log looks finished."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="the params.yaml key of the architecture, e.g. arch")
@@ -73,17 +89,24 @@ def main() -> None:
     architecture.output_shapes(spec, (28, 28, 1))  # an impossible spec stops before any data is loaded
     train_set = artifacts.load_npz(arguments.data_dir / "train.npz", ("x", "y", "class_names"))
     validation_set = artifacts.load_npz(arguments.data_dir / "validation.npz", ("x", "y"))
+    signal.signal(signal.SIGTERM, interrupt)
     started = time.perf_counter()
-    model, history = train(spec, settings, train_set, validation_set, arguments.live_dir)
+    try:
+        model, history = train(spec, settings, train_set, validation_set, arguments.live_dir)
+        # The model carries what made it: its spec, the training settings and each layer's shape.
+        artifacts.write_json(arguments.model_dir / "spec.json", {
+            "architecture": spec.to_dict(), "train": dataclasses.asdict(settings),
+            "parameters": model.count_params(), "layers": layer_table(model),
+            "train_images": len(train_set["x"]), "validation_images": len(validation_set["x"]),
+            "class_names": train_set["class_names"].tolist(),
+        })
+        artifacts.save_keras_model(model, arguments.model_dir / "model.keras")
+    except BaseException:
+        # Ctrl-C, a kill or a failed write: DVCLive's per-epoch log and any model file are removed,
+        # so the output paths hold either a finished training or nothing. Then the error goes on.
+        remove_outputs(arguments.live_dir, arguments.model_dir)
+        raise
     seconds = time.perf_counter() - started
-    artifacts.save_keras_model(model, arguments.model_dir / "model.keras")
-    # The model carries what made it: its spec, the training settings and each layer's shape.
-    artifacts.write_json(arguments.model_dir / "spec.json", {
-        "architecture": spec.to_dict(), "train": dataclasses.asdict(settings),
-        "parameters": model.count_params(), "layers": layer_table(model),
-        "train_images": len(train_set["x"]), "validation_images": len(validation_set["x"]),
-        "class_names": train_set["class_names"].tolist(),
-    })
     print(f"train@{spec.name}: {model.count_params():,} parameters, {settings.epochs} epochs in {seconds:.0f} s, "
           f"val_loss {history['val_loss'][-1]:.4f}, val_accuracy {history['val_accuracy'][-1]:.4f}")
 

@@ -63,11 +63,9 @@ def set_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def tiny_project(tmp_path, isolated_environment) -> Path:
-    """A copy of the project in a fresh git + DVC repository, configured to train tiny."""
-    project = tmp_path / "project"
-    project.mkdir()
+def make_tiny_project(project: Path, environment: dict) -> Path:
+    """Copies the project into `project`, a fresh git + DVC repository, configured to train tiny."""
+    project.mkdir(parents=True)
     for name in PROJECT_FILES:
         source = PROJECT_ROOT / name
         if source.is_dir():
@@ -75,8 +73,32 @@ def tiny_project(tmp_path, isolated_environment) -> Path:
         else:
             shutil.copy2(source, project / name)
     set_params(project / "params.yaml", TINY_PARAMS)
-    run(["git", "init", "-q"], project, isolated_environment)
-    run(["dvc", "init", "-q"], project, isolated_environment)
+    run(["git", "init", "-q"], project, environment)
+    run(["dvc", "init", "-q"], project, environment)
+    run(["git", "add", "-A"], project, environment)
+    run(["git", "commit", "-qm", "tiny project"], project, environment)
+    return project
+
+
+@pytest.fixture
+def tiny_project(tmp_path, isolated_environment) -> Path:
+    """A copy of the project in a fresh git + DVC repository, configured to train tiny."""
+    return make_tiny_project(tmp_path / "project", isolated_environment)
+
+
+@pytest.fixture(scope="session")
+def reproduced_template(tmp_path_factory, isolated_environment) -> Path:
+    """The tiny project after one `dvc repro`, results committed; made once, copied by `reproduced_project`."""
+    project = make_tiny_project(tmp_path_factory.mktemp("template") / "project", isolated_environment)
+    run(["dvc", "repro"], project, isolated_environment)
     run(["git", "add", "-A"], project, isolated_environment)
-    run(["git", "commit", "-qm", "tiny project"], project, isolated_environment)
+    run(["git", "commit", "-qm", "tiny run"], project, isolated_environment)
+    return project
+
+
+@pytest.fixture
+def reproduced_project(reproduced_template, tmp_path) -> Path:
+    """A private copy of the reproduced tiny project (git history and DVC cache included)."""
+    project = tmp_path / "project"
+    shutil.copytree(reproduced_template, project, symlinks=True)
     return project

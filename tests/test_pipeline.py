@@ -95,11 +95,9 @@ def experiments_by_kernel(project, environment) -> dict[int, dict]:
 
 
 @pytest.mark.pipeline
-def test_queued_sweep_runs_only_the_arch_stages(tiny_project, isolated_environment):
+def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_environment):
     environment = isolated_environment
-    run(["dvc", "repro"], tiny_project, environment)
-    run(["git", "add", "-A"], tiny_project, environment)
-    run(["git", "commit", "-qm", "tiny run"], tiny_project, environment)
+    tiny_project = reproduced_project
 
     run(["dvc", "exp", "run", "--queue", "-S", "arch.kernel=2,5"], tiny_project, environment)
     run(["dvc", "queue", "start", "-j", "2"], tiny_project, environment)

@@ -27,14 +27,6 @@ def commit_all(project: Path, environment: dict, message: str) -> None:
     run(["git", "commit", "-qm", message], project, environment)
 
 
-@pytest.fixture
-def reproduced_project(tiny_project, isolated_environment) -> Path:
-    """The tiny project after `dvc repro`, with its lock and results committed."""
-    run(["dvc", "repro"], tiny_project, isolated_environment)
-    commit_all(tiny_project, isolated_environment, "tiny run")
-    return tiny_project
-
-
 @pytest.mark.pipeline
 def test_forced_rerun_gives_byte_identical_outputs(reproduced_project, isolated_environment):
     first = locked_hashes(reproduced_project)
