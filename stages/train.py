@@ -33,11 +33,12 @@ def layer_table(model) -> list[dict]:
 
 
 def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, train_set: dict, validation_set: dict,
-          live_dir: Path):
+          live_dir: Path, extra_callbacks: tuple = ()):
     """Builds, compiles and fits the model; DVCLive writes per-epoch metrics under `live_dir`.
 
     Args:
         train_set, validation_set: {"x": float32 (N, 28, 28, 1) in [0, 1], "y": float32 (N, classes) one-hot}.
+        extra_callbacks: more Keras callbacks, e.g. the benchmark's timer.
 
     Returns:
         (the trained keras.Model, its history: {"loss": [...], "accuracy": [...], "val_loss": ..., ...}).
@@ -57,7 +58,7 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     live.summary["parameters"] = model.count_params()
     history = model.fit(train_set["x"], train_set["y"], batch_size=settings.batch_size, epochs=settings.epochs,
                         validation_data=(validation_set["x"], validation_set["y"]), shuffle=True,
-                        callbacks=[stop, DVCLiveCallback(live=live)],
+                        callbacks=[stop, DVCLiveCallback(live=live), *extra_callbacks],
                         # A progress bar in a terminal; one line per epoch in a log file.
                         verbose=1 if sys.stdout.isatty() else 2)
     return model, history.history

@@ -1,0 +1,266 @@
+"""Training throughput of the study's four models, four ways, side by side in one run.
+
+For each study architecture in params.yaml, at batch 200 on the real prepared MNIST:
+  pipeline  the pipeline's own code path: `stages.train.train` (determinism on, DVCLive logging);
+  keras     plain Keras as the study wrote it: the same layers, `model.fit(x, y, batch_size=200,
+            validation_split=0.2)`, nothing else;
+  torch     the same architecture in native PyTorch on the CPU (channels first, its own loop);
+  bound     the compute bound: training FLOPs per image (3x the forward FLOPs of the conv and dense
+            layers) divided into this machine's float32 matrix-multiply rate (numpy, all cores).
+Images per second count training batches only (validation and start-up excluded): the first epoch
+is a warm-up (graph tracing, allocator), then the median over the remaining epochs.
+
+Usage (from the project root, after `dvc pull` or `dvc repro prepare`):
+    python -m benchmarks.train_speed                       # all models, all paths
+    python -m benchmarks.train_speed --models conv3_pool --paths pipeline keras --epochs 4
+Needs `pip install -r benchmarks/requirements.txt` for the torch path.
+"""
+
+import argparse
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages import architecture, artifacts, params
+
+PATHS = ("pipeline", "keras", "torch")
+
+
+def forward_flops(spec: architecture.ArchitectureSpec, input_shape=(28, 28, 1), class_count: int = 10) -> int:
+    """Multiply-adds x 2 of every conv and dense layer for one image (pooling and activations are noise)."""
+    flops = 0
+    shape = tuple(input_shape)
+    for layer, output_shape in zip(spec.layers, architecture.output_shapes(spec, input_shape)):
+        if layer.type == "conv":
+            height, width, channels = output_shape
+            flops += 2 * layer.kernel * layer.kernel * shape[-1] * channels * height * width
+        elif layer.type == "dense":
+            flops += 2 * shape[0] * layer.units
+        shape = output_shape
+    return flops + 2 * shape[0] * class_count
+
+
+def matmul_rate(size: int = 2048, repetitions: int = 7) -> float:
+    """This machine's float32 matrix-multiply rate in FLOP/s: numpy (BLAS, all cores), median of runs."""
+    generator = np.random.default_rng(0)
+    left, right = (generator.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    left @ right  # warm-up: threads start, pages fault in
+    seconds = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        left @ right
+        seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(seconds)
+
+
+def keras_batch_timer():
+    """A Keras callback that records, per epoch, seconds from the first training batch to the last."""
+    import keras
+
+    class BatchTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch_seconds = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.finished = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_seconds.append(self.finished - self.started)
+
+    return BatchTimer()
+
+
+def pipeline_epochs(spec, settings, train_set, validation_set) -> list[float]:
+    """Seconds per epoch of training batches through the pipeline's own `train()`."""
+    from stages import train
+
+    timer = keras_batch_timer()
+    with tempfile.TemporaryDirectory() as live_dir:
+        train.train(spec, settings, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
+    return timer.epoch_seconds
+
+
+def keras_epochs(spec, settings, train_set, validation_set) -> list[float]:
+    """Seconds per epoch of training batches with plain `model.fit`, as the study's notebook trains."""
+    import keras
+
+    x = np.concatenate([train_set["x"], validation_set["x"]])
+    y = np.concatenate([train_set["y"], validation_set["y"]])
+    model = architecture.build_model(spec)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    timer = keras_batch_timer()
+    model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs,
+              validation_split=len(validation_set["x"]) / len(x), callbacks=[timer], verbose=0)
+    keras.backend.clear_session()
+    return timer.epoch_seconds
+
+
+def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, class_count: int = 10):
+    """The spec as a `torch.nn.Sequential` with the Keras builder's semantics (padding, pooling, init)."""
+    import torch
+    from torch import nn
+
+    modules = []
+    channels = input_channels
+    flat_size = None
+    for layer, output_shape in zip(spec.layers, architecture.output_shapes(spec, (28, 28, input_channels))):
+        if layer.type == "conv":
+            modules += [nn.Conv2d(channels, layer.filters, layer.kernel, padding=layer.padding), nn.ReLU()]
+            channels = layer.filters
+        elif layer.type == "pool" and layer.padding == "valid":
+            modules.append(nn.MaxPool2d(layer.size))
+        elif layer.type == "pool":
+            # Keras' 'same' pooling at stride 1 pads right and bottom; after ReLU, zeros pad like -inf.
+            modules += [nn.ZeroPad2d((0, layer.size - 1, 0, layer.size - 1)), nn.MaxPool2d(layer.size, stride=1)]
+        elif layer.type == "dropout":
+            modules.append(nn.Dropout(layer.rate))
+        elif layer.type == "flatten":
+            modules.append(nn.Flatten())
+            flat_size = output_shape[0]
+        else:
+            modules += [nn.Linear(flat_size, layer.units), nn.ReLU()]
+            flat_size = layer.units
+    modules.append(nn.Linear(flat_size, class_count))  # softmax lives in the loss
+    model = nn.Sequential(*modules)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(module.weight)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def torch_epochs(spec, settings, train_set, validation_set) -> list[float]:
+    """Seconds per epoch of a native PyTorch training loop (Adam, cross-entropy), shuffled each epoch."""
+    import torch
+
+    torch.manual_seed(settings.seed)
+    x = torch.from_numpy(np.ascontiguousarray(train_set["x"].transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(train_set["y"].argmax(axis=1))
+    model = torch_model(spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    loss_function = torch.nn.CrossEntropyLoss()
+    model.train()
+    epoch_seconds = []
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(x))
+        started = time.perf_counter()
+        for start in range(0, len(x), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_function(model(x[batch]), labels[batch])
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - started)
+    return epoch_seconds
+
+
+def parameter_counts(spec) -> dict:
+    """Keras and torch parameter counts, which must agree for the comparison to be fair."""
+    keras_model = architecture.build_model(spec)
+    counts = {"keras": keras_model.count_params()}
+    try:
+        counts["torch"] = sum(parameter.numel() for parameter in torch_model(spec).parameters())
+    except ImportError:
+        pass
+    return counts
+
+
+RUNNERS = {"pipeline": pipeline_epochs, "keras": keras_epochs, "torch": torch_epochs}
+
+
+def run_isolated(model: str, path: str, arguments) -> list[float]:
+    """Runs one (model, path) in a fresh interpreter and returns its epoch seconds.
+
+    Isolation matters: TensorFlow's op determinism, once on, stays on for the process, and two
+    frameworks in one process would compete for threads.
+    """
+    command = [sys.executable, "-m", "benchmarks.train_speed", "--one", model, path, "--images", str(arguments.images),
+               "--epochs", str(arguments.epochs), "--data-dir", str(arguments.data_dir)]
+    finished = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def load_slice(data_dir: Path, images: int) -> tuple[dict, dict]:
+    """The first `images` training images and a validation set a quarter that size (the study's 4:1)."""
+    train_set = artifacts.load_npz(data_dir / "train.npz", ("x", "y", "class_names"))
+    validation_set = artifacts.load_npz(data_dir / "validation.npz", ("x", "y"))
+    train_slice = {key: train_set[key][:images] for key in ("x", "y")} | {"class_names": train_set["class_names"]}
+    return train_slice, {key: validation_set[key][:images // 4] for key in ("x", "y")}
+
+
+def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
+    """One row: images per second for each path, the bound, and the ratios the issue asks for."""
+    paths = arguments.paths
+    images = arguments.images // settings.batch_size * settings.batch_size
+    row = {"model": spec.name, "parameters": parameter_counts(spec), "images_per_epoch": images}
+    if "torch" in row["parameters"] and row["parameters"]["torch"] != row["parameters"]["keras"]:
+        raise RuntimeError(f"{spec.name}: torch model has {row['parameters']['torch']} parameters, "
+                           f"Keras {row['parameters']['keras']}; the comparison would not be fair")
+    training_flops = 3 * forward_flops(spec)
+    row["training_mflop_per_image"] = round(training_flops / 1e6, 1)
+    row["bound_images_per_second"] = round(peak_rate / training_flops)
+    for path in paths:
+        epoch_seconds = run_isolated(spec.name, path, arguments)
+        measured = epoch_seconds[1:]  # the first epoch traces graphs and warms caches
+        row[path] = {"images_per_second": round(images / statistics.median(measured)),
+                     "epoch_seconds": [round(seconds, 2) for seconds in epoch_seconds]}
+        print(f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s  "
+              f"epochs {row[path]['epoch_seconds']}", file=sys.stderr, flush=True)
+    best = max(row[path]["images_per_second"] for path in paths)
+    row["ratios"] = {f"pipeline/{path}": round(row["pipeline"]["images_per_second"]
+                                               / row[path]["images_per_second"], 2)
+                     for path in paths if path != "pipeline" and "pipeline" in row}
+    row["ratios"]["best/bound"] = round(best / row["bound_images_per_second"], 3)
+    return row
+
+
+def report(result: dict, output: Path | None) -> None:
+    """Prints the result as JSON on stdout and, if asked, writes it to `output` too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if output:
+        output.write_text(text + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help="names under `architectures` (default: all four)")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--images", type=int, default=9600, help="training images per epoch (default 9600)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one a warm-up")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    all_params = params.load_params()
+    settings = params.TrainParams.from_section(params.select(all_params, "train"))
+    settings = dataclasses.replace(settings, epochs=arguments.epochs)
+    if arguments.one:  # the child process of run_isolated
+        model, path = arguments.one
+        spec = architecture.parse_architecture(model, params.select(all_params, f"architectures.{model}"))
+        print(json.dumps(RUNNERS[path](spec, settings, *load_slice(arguments.data_dir, arguments.images))))
+        return
+    models = arguments.models or list(params.select(all_params, "architectures"))
+    peak_rate = matmul_rate()
+    print(f"float32 matmul: {peak_rate / 1e9:.0f} GFLOP/s", file=sys.stderr)
+    rows = [benchmark_model(architecture.parse_architecture(name, params.select(all_params, f"architectures.{name}")),
+                            settings, arguments, peak_rate) for name in models]
+    result = {"matmul_gflops": round(peak_rate / 1e9, 1), "batch_size": settings.batch_size,
+              "images_per_epoch": rows[0]["images_per_epoch"], "epochs": arguments.epochs, "models": rows}
+    report(result, arguments.output)
+
+
+if __name__ == "__main__":
+    main()
