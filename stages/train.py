@@ -64,8 +64,6 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     return model, history.history
 
 
-
-
 def stop_on_signal():
     """A Keras callback that turns Ctrl-C (SIGINT) or a kill (SIGTERM) into KeyboardInterrupt between batches.
 
