@@ -7,8 +7,9 @@ For each study architecture in params.yaml, at batch 200 on the real prepared MN
   torch     the same architecture in native PyTorch on the CPU (channels first, its own loop);
   bound     the compute bound: training FLOPs per image (3x the forward FLOPs of the conv and dense
             layers) divided into this machine's float32 matrix-multiply rate (numpy, all cores).
-Images per second count training batches only (validation and start-up excluded): the first epoch
-is a warm-up (graph tracing, allocator), then the median over the remaining epochs.
+Images per second count each epoch's training: from the epoch's start (including any per-epoch
+set-up of the input) to its last batch; validation is timed apart. The first epoch is a warm-up
+(graph tracing, allocator), then the median over the remaining epochs.
 
 Usage (from the project root, after `dvc pull` or `dvc repro prepare`):
     python -m benchmarks.train_speed                       # all models, all paths
@@ -61,39 +62,44 @@ def matmul_rate(size: int = 2048, repetitions: int = 7) -> float:
 
 
 def keras_batch_timer():
-    """A Keras callback that records, per epoch, seconds from the first training batch to the last."""
+    """A Keras callback that records, per epoch, seconds from the epoch's start to its last training batch.
+
+    From the epoch's start, not its first batch: Keras' own per-epoch set-up (a new input iterator
+    with `fit(x, y)`) can block for seconds before the first batch, and a user waits for it too.
+    Validation, which follows the last batch, is timed apart.
+    """
     import keras
 
     class BatchTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.epoch_seconds = []
+            self.epoch_seconds, self.validation_seconds = [], []
 
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 0:
-                self.started = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
             self.finished = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             self.epoch_seconds.append(self.finished - self.started)
+            self.validation_seconds.append(time.perf_counter() - self.finished)
 
     return BatchTimer()
 
 
-def pipeline_epochs(spec, settings, train_set, validation_set) -> list[float]:
-    """Seconds per epoch of training batches through the pipeline's own `train()`."""
+def pipeline_epochs(spec, settings, train_set, validation_set) -> dict:
+    """Seconds per epoch, training and validation, through the pipeline's own `train()`."""
     from stages import train
 
     timer = keras_batch_timer()
     with tempfile.TemporaryDirectory() as live_dir:
         train.train(spec, settings, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
-    return timer.epoch_seconds
+    return {"epoch_seconds": timer.epoch_seconds, "validation_seconds": timer.validation_seconds}
 
 
-def keras_epochs(spec, settings, train_set, validation_set) -> list[float]:
-    """Seconds per epoch of training batches with plain `model.fit`, as the study's notebook trains."""
+def keras_epochs(spec, settings, train_set, validation_set) -> dict:
+    """Seconds per epoch, training and validation, with plain `model.fit`, as the study's notebook trains."""
     import keras
 
     x = np.concatenate([train_set["x"], validation_set["x"]])
@@ -104,7 +110,7 @@ def keras_epochs(spec, settings, train_set, validation_set) -> list[float]:
     model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs,
               validation_split=len(validation_set["x"]) / len(x), callbacks=[timer], verbose=0)
     keras.backend.clear_session()
-    return timer.epoch_seconds
+    return {"epoch_seconds": timer.epoch_seconds, "validation_seconds": timer.validation_seconds}
 
 
 def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, class_count: int = 10):
@@ -141,7 +147,7 @@ def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, cl
     return model
 
 
-def torch_epochs(spec, settings, train_set, validation_set) -> list[float]:
+def torch_epochs(spec, settings, train_set, validation_set) -> dict:
     """Seconds per epoch of a native PyTorch training loop (Adam, cross-entropy), shuffled each epoch."""
     import torch
 
@@ -163,7 +169,7 @@ def torch_epochs(spec, settings, train_set, validation_set) -> list[float]:
             loss.backward()
             optimizer.step()
         epoch_seconds.append(time.perf_counter() - started)
-    return epoch_seconds
+    return {"epoch_seconds": epoch_seconds}  # no validation: the comparison is of training
 
 
 def parameter_counts(spec) -> dict:
@@ -180,8 +186,8 @@ def parameter_counts(spec) -> dict:
 RUNNERS = {"pipeline": pipeline_epochs, "keras": keras_epochs, "torch": torch_epochs}
 
 
-def run_isolated(model: str, path: str, arguments) -> list[float]:
-    """Runs one (model, path) in a fresh interpreter and returns its epoch seconds.
+def run_isolated(model: str, path: str, arguments) -> dict:
+    """Runs one (model, path) in a fresh interpreter and returns its seconds per epoch.
 
     Isolation matters: TensorFlow's op determinism, once on, stays on for the process, and two
     frameworks in one process would compete for threads.
@@ -212,10 +218,12 @@ def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
     row["training_mflop_per_image"] = round(training_flops / 1e6, 1)
     row["bound_images_per_second"] = round(peak_rate / training_flops)
     for path in paths:
-        epoch_seconds = run_isolated(spec.name, path, arguments)
-        measured = epoch_seconds[1:]  # the first epoch traces graphs and warms caches
-        row[path] = {"images_per_second": round(images / statistics.median(measured)),
-                     "epoch_seconds": [round(seconds, 2) for seconds in epoch_seconds]}
+        seconds = run_isolated(spec.name, path, arguments)
+        # The first epoch traces graphs and warms caches; the median of the others resists a hiccup.
+        row[path] = {"images_per_second": round(images / statistics.median(seconds["epoch_seconds"][1:]))}
+        row[path] |= {key: [round(value, 2) for value in values] for key, values in seconds.items()}
+        if "validation_seconds" in seconds:
+            row[path]["median_validation_seconds"] = round(statistics.median(seconds["validation_seconds"][1:]), 2)
         print(f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s  "
               f"epochs {row[path]['epoch_seconds']}", file=sys.stderr, flush=True)
     best = max(row[path]["images_per_second"] for path in paths)

@@ -8,6 +8,7 @@ validation, while the model trains.
 
 import argparse
 import dataclasses
+import math
 import shutil
 import signal
 import sys
@@ -30,6 +31,26 @@ def layer_table(model) -> list[dict]:
     """One row per layer: name, type, output shape (without batch) and parameter count."""
     return [{"name": layer.name, "type": type(layer).__name__, "output_shape": list(layer.output.shape[1:]),
              "parameters": layer.count_params()} for layer in model.layers]
+
+
+def training_batches(train_set: dict, batch_size: int, seed: int):
+    """The training set as one endless stream of batches, reshuffled every epoch; deterministic for a seed.
+
+    Not `model.fit(x, y, shuffle=True)`: Keras then builds a fresh input iterator for every epoch,
+    and swapping iterators blocked training here for 0 to 10 s at the start of an epoch, up to as
+    long as the epoch's own training (docs/performance.md). One repeating iterator never swaps.
+    Batching before repeating keeps epochs aligned: each pass is a new permutation in
+    ceil(N / batch_size) batches, the last one partial.
+    """
+    import tensorflow as tf
+
+    images, labels = tf.constant(train_set["x"]), tf.constant(train_set["y"])
+    count = len(train_set["x"])
+    # Shuffling indices and gathering whole batches is Keras' own way with arrays: one vectorized
+    # copy per batch instead of a tf.data element per image.
+    return (tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size).map(lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+            .repeat().prefetch(tf.data.AUTOTUNE))
 
 
 def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, train_set: dict, validation_set: dict,
@@ -56,8 +77,12 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     # would otherwise rewrite; save_dvc_exp=False: DVC, not DVCLive, records experiments here.
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
     live.summary["parameters"] = model.count_params()
-    history = model.fit(train_set["x"], train_set["y"], batch_size=settings.batch_size, epochs=settings.epochs,
-                        validation_data=(validation_set["x"], validation_set["y"]), shuffle=True,
+    history = model.fit(training_batches(train_set, settings.batch_size, settings.seed), epochs=settings.epochs,
+                        steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size),
+                        shuffle=False,  # the stream reshuffles every epoch itself
+                        # Given a dataset, Keras would validate in batches of 32; keep the study's batch.
+                        validation_data=(validation_set["x"], validation_set["y"]),
+                        validation_batch_size=settings.batch_size,
                         callbacks=[stop, DVCLiveCallback(live=live), *extra_callbacks],
                         # A progress bar in a terminal; one line per epoch in a log file.
                         verbose=1 if sys.stdout.isatty() else 2)
