@@ -47,6 +47,7 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     from dvclive.keras import DVCLiveCallback
 
     configure_determinism(settings.seed)
+    stop = stop_on_signal()  # before DVCLive creates its directory, so a kill from here on cleans up
     model = architecture.build_model(spec, input_shape=train_set["x"].shape[1:], class_count=train_set["y"].shape[1])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
@@ -55,16 +56,45 @@ def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, tra
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
     live.summary["parameters"] = model.count_params()
     history = model.fit(train_set["x"], train_set["y"], batch_size=settings.batch_size, epochs=settings.epochs,
-              validation_data=(validation_set["x"], validation_set["y"]), shuffle=True,
-              callbacks=[DVCLiveCallback(live=live)],
-              # A progress bar in a terminal; one line per epoch in a log file.
-              verbose=1 if sys.stdout.isatty() else 2)
+                        validation_data=(validation_set["x"], validation_set["y"]), shuffle=True,
+                        callbacks=[stop, DVCLiveCallback(live=live)],
+                        # A progress bar in a terminal; one line per epoch in a log file.
+                        verbose=1 if sys.stdout.isatty() else 2)
     return model, history.history
 
 
-def interrupt(signal_number, frame) -> None:
-    """Turns SIGTERM (a `kill`) into the same clean stop as Ctrl-C."""
-    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+def stop_on_signal():
+    """A Keras callback that turns Ctrl-C (SIGINT) or a kill (SIGTERM) into KeyboardInterrupt between batches.
+
+    Python raises a signal handler's exception wherever the interpreter is, which can be inside
+    TensorFlow's input pipeline; that was seen here to corrupt the heap (`free(): invalid next
+    size`, exit by SIGABRT) before any cleanup ran. So the handler only records the signal and the
+    callback raises at the next batch boundary, a fraction of a second later. A second signal raises
+    at once, for a user who will not wait.
+    """
+    import keras
+
+    class StopOnSignal(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.received = None
+            for signal_number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signal_number, self.record)
+
+        def record(self, signal_number, frame) -> None:
+            if self.received is not None:
+                raise KeyboardInterrupt(f"signal {signal_number}")
+            self.received = signal_number
+
+        def raise_if_signalled(self, *unused, **unused_keywords) -> None:
+            if self.received is not None:
+                raise KeyboardInterrupt(f"signal {self.received}")
+
+        on_train_batch_end = on_test_batch_end = on_epoch_end = raise_if_signalled
+
+    return StopOnSignal()
 
 
 def remove_outputs(*paths: Path) -> None:
@@ -89,7 +119,6 @@ def main() -> None:
     architecture.output_shapes(spec, (28, 28, 1))  # an impossible spec stops before any data is loaded
     train_set = artifacts.load_npz(arguments.data_dir / "train.npz", ("x", "y", "class_names"))
     validation_set = artifacts.load_npz(arguments.data_dir / "validation.npz", ("x", "y"))
-    signal.signal(signal.SIGTERM, interrupt)
     started = time.perf_counter()
     try:
         model, history = train(spec, settings, train_set, validation_set, arguments.live_dir)

@@ -152,14 +152,23 @@ def test_model_built_for_other_inputs_is_a_clear_error(tmp_path):
 
 # --- interruptions ----------------------------------------------------------------------------
 
+def allow_ctrl_c() -> None:
+    """A shell without job control starts background jobs with SIGINT ignored (POSIX), and an ignored
+    signal stays ignored across exec; a terminal user's Ctrl-C is never ignored, so restore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(project, environment) -> subprocess.Popen:
     """`dvc repro train@arch` in its own process group, once data is prepared and training has begun."""
     process = subprocess.Popen(["dvc", "repro", "train@arch"], cwd=project, env=environment, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=allow_ctrl_c)
+    lines = []
     for line in process.stdout:
+        lines.append(line)
         if line.startswith("Epoch 3/"):
             return process
-    raise AssertionError("training never reached epoch 3")
+    raise AssertionError("training never reached epoch 3:\n" + "".join(lines[-30:]))
 
 
 def training_children(process: subprocess.Popen) -> list[int]:
