@@ -9,10 +9,11 @@ For each study architecture in params.yaml, at batch 200 on the real prepared MN
             layers) divided into this machine's float32 matrix-multiply rate (numpy, all cores).
 Images per second count each epoch's training: from the epoch's start (including any per-epoch
 set-up of the input) to its last batch; validation is timed apart. The first epoch is a warm-up
-(graph tracing, allocator), then the median over the remaining epochs.
+(graph tracing, allocator), then the median over the remaining epochs, and their mean, which
+counts every stall.
 
 Usage (from the project root, after `dvc pull` or `dvc repro prepare`):
-    python -m benchmarks.train_speed                       # all models, all paths
+    python -m benchmarks.train_speed                       # all models, all paths: about 20 minutes
     python -m benchmarks.train_speed --models conv3_pool --paths pipeline keras --epochs 4
 Needs `pip install -r benchmarks/requirements.txt` for the torch path.
 """
@@ -219,12 +220,16 @@ def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
     row["bound_images_per_second"] = round(peak_rate / training_flops)
     for path in paths:
         seconds = run_isolated(spec.name, path, arguments)
-        # The first epoch traces graphs and warms caches; the median of the others resists a hiccup.
-        row[path] = {"images_per_second": round(images / statistics.median(seconds["epoch_seconds"][1:]))}
+        # The first epoch traces graphs and warms caches. The median of the others resists a hiccup;
+        # the mean counts every stall, which is what a user waits through.
+        timed_epochs = seconds["epoch_seconds"][1:]
+        row[path] = {"images_per_second": round(images / statistics.median(timed_epochs)),
+                     "mean_images_per_second": round(images * len(timed_epochs) / sum(timed_epochs))}
         row[path] |= {key: [round(value, 2) for value in values] for key, values in seconds.items()}
         if "validation_seconds" in seconds:
             row[path]["median_validation_seconds"] = round(statistics.median(seconds["validation_seconds"][1:]), 2)
-        print(f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s  "
+        print(f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s (mean "
+              f"{row[path]['mean_images_per_second']:,})  "
               f"epochs {row[path]['epoch_seconds']}", file=sys.stderr, flush=True)
     best = max(row[path]["images_per_second"] for path in paths)
     row["ratios"] = {f"pipeline/{path}": round(row["pipeline"]["images_per_second"]
@@ -246,8 +251,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="names under `architectures` (default: all four)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
-    parser.add_argument("--images", type=int, default=9600, help="training images per epoch (default 9600)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one a warm-up")
+    parser.add_argument("--images", type=int, default=48000, help="training images per epoch (default: all 48,000)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run, the first one a warm-up")
     parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)

@@ -1,0 +1,138 @@
+"""Before/after for each training-speed knob: the pipeline's training with one thing changed.
+
+Every variant trains like `stages.train.train` (same model, optimizer, seed, op determinism, batch
+200, validation every epoch) and differs in one setting:
+  arrays          before issue 6: `model.fit(x, y, shuffle=True)` on NumPy arrays;
+  stream          the pipeline now: `stages.train.training_batches`, one repeating tf.data iterator;
+  steps4, steps16 stream, and Keras running 4 or 16 batches per call (`steps_per_execution`);
+  validation1000  stream, validating in batches of 1,000 instead of 200;
+  inter_op1       stream, TensorFlow's inter-op thread pool cut to one thread (2 cores);
+  onednn_off      stream, with TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's own kernels instead of oneDNN).
+Each (variant, model, repeat) runs in its own process, repeats interleaved so drift hits all alike.
+Per epoch it records the wait before the first batch, the training batches and validation.
+
+Usage (from the project root, after `dvc pull` or `dvc repro prepare`):
+    python -m benchmarks.knobs --models conv3_pool --repeats 2
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = ("arrays", "stream", "steps4", "steps16", "validation1000", "inter_op1", "onednn_off")
+
+
+def epoch_timer():
+    """A Keras callback recording per epoch: seconds before the first batch, of training batches, of validation."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.first_batch = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.last_batch = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append({"wait": self.first_batch - self.started, "train": self.last_batch - self.first_batch,
+                                "validation": time.perf_counter() - self.last_batch})
+
+    return EpochTimer()
+
+
+def run_variant(variant: str, model_name: str, images: int, epochs: int, data_dir: Path) -> dict:
+    """Trains one model with one variant in this process; returns its per-epoch times and final val_loss."""
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.train_speed import load_slice
+    from stages import architecture, params, train
+
+    settings = params.TrainParams.from_section(params.select(params.load_params(), "train"))
+    if variant == "inter_op1":
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    train.configure_determinism(settings.seed)
+    train_set, validation_set = load_slice(data_dir, images)
+    spec = architecture.parse_architecture(model_name, params.select(params.load_params(),
+                                                                     f"architectures.{model_name}"))
+    model = architecture.build_model(spec)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=int(variant[5:]) if variant.startswith("steps") else 1)
+    timer = epoch_timer()
+    common = {"epochs": epochs, "validation_data": (validation_set["x"], validation_set["y"]),
+              "validation_batch_size": 1000 if variant == "validation1000" else settings.batch_size,
+              "callbacks": [timer], "verbose": 0}
+    if variant == "arrays":
+        history = model.fit(train_set["x"], train_set["y"], batch_size=settings.batch_size, shuffle=True, **common)
+    else:
+        history = model.fit(train.training_batches(train_set, settings.batch_size, settings.seed), shuffle=False,
+                            steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size), **common)
+    return {"epochs": timer.epochs, "val_loss": history.history["val_loss"][-1]}
+
+
+def summarize(variant: str, model_name: str, images: int, measured: dict) -> dict:
+    """Medians over the epochs after the first (tracing, warm-up); the mean epoch counts every stall."""
+    epochs = measured["epochs"][1:]
+    epoch_seconds = [epoch["wait"] + epoch["train"] for epoch in epochs]
+    return {"variant": variant, "model": model_name,
+            "median_epoch_seconds": round(statistics.median(epoch_seconds), 2),
+            "mean_epoch_seconds": round(statistics.fmean(epoch_seconds), 2),
+            "median_images_per_second": round(images / statistics.median(epoch_seconds)),
+            "median_validation_seconds": round(statistics.median(epoch["validation"] for epoch in epochs), 2),
+            "waits_over_1s": sum(epoch["wait"] > 1 for epoch in epochs),
+            "epochs": [{key: round(value, 2) for key, value in epoch.items()} for epoch in measured["epochs"]],
+            "val_loss": measured["val_loss"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--models", nargs="+", default=["conv3_pool"], help="names under `architectures`")
+    parser.add_argument("--images", type=int, default=48000, help="training images per epoch (default: all 48,000)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run, the first one a warm-up")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per (variant, model), interleaved")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--one", nargs=2, metavar=("VARIANT", "MODEL"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.one:  # a child process: the environment is already set for the variant
+        print(json.dumps(run_variant(*arguments.one, arguments.images, arguments.epochs, arguments.data_dir)))
+        return
+    rows = []
+    for model_name in arguments.models:
+        for _ in range(arguments.repeats):
+            for variant in arguments.variants:
+                # oneDNN is chosen when TensorFlow loads, so it is set in the child's environment.
+                environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0" if variant == "onednn_off" else "1"}
+                finished = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.knobs", "--one", variant, model_name, "--images",
+                     str(arguments.images), "--epochs", str(arguments.epochs), "--data-dir", str(arguments.data_dir)],
+                    check=True, stdout=subprocess.PIPE, text=True, env=environment)
+                row = summarize(variant, model_name, arguments.images,
+                                json.loads(finished.stdout.strip().splitlines()[-1]))
+                rows.append(row)
+                print(f"  {model_name:14} {variant:15} {row['median_epoch_seconds']:6.2f} s/epoch median, "
+                      f"{row['mean_epoch_seconds']:6.2f} mean, waits > 1 s: {row['waits_over_1s']}, "
+                      f"validation {row['median_validation_seconds']} s", file=sys.stderr, flush=True)
+    from benchmarks.train_speed import report
+
+    report({"images_per_epoch": arguments.images, "epochs": arguments.epochs, "runs": rows}, arguments.output)
+
+
+if __name__ == "__main__":
+    main()
