@@ -20,3 +20,16 @@ def test_forward_flops_count_same_padded_convolutions_at_full_size():
 def test_matmul_rate_is_a_plausible_flop_rate():
     rate = train_speed.matmul_rate(size=256, repetitions=3)
     assert 1e8 < rate < 1e13
+
+
+def test_knob_summary_counts_waits_before_the_first_batch_and_skips_the_warm_up_epoch():
+    from benchmarks import knobs
+
+    epochs = [{"wait": 0.1, "train": 9.0, "validation": 1.0},  # warm-up: tracing, not counted
+              {"wait": 4.0, "train": 5.0, "validation": 0.5},
+              {"wait": 0.0, "train": 5.0, "validation": 0.4},
+              {"wait": 0.0, "train": 6.0, "validation": 0.6}]
+    row = knobs.summarize("arrays", "conv3_pool", 48000, {"epochs": epochs, "val_loss": 0.05})
+    assert row["median_epoch_seconds"] == 6.0 and row["mean_epoch_seconds"] == round(20 / 3, 2)
+    assert row["median_images_per_second"] == 8000 and row["median_validation_seconds"] == 0.5
+    assert row["waits_over_1s"] == 1
