@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import train_speed
+
 VARIANTS = ("arrays", "stream", "steps4", "steps16", "validation1000", "inter_op1", "onednn_off")
 
 
@@ -59,14 +61,13 @@ def run_variant(variant: str, model_name: str, images: int, epochs: int, data_di
     import keras
     import tensorflow as tf
 
-    from benchmarks.train_speed import load_slice
     from stages import architecture, params, train
 
     settings = params.TrainParams.from_section(params.select(params.load_params(), "train"))
     if variant == "inter_op1":
         tf.config.threading.set_inter_op_parallelism_threads(1)
     train.configure_determinism(settings.seed)
-    train_set, validation_set = load_slice(data_dir, images)
+    train_set, validation_set = train_speed.load_slice(data_dir, images)
     spec = architecture.parse_architecture(model_name, params.select(params.load_params(),
                                                                      f"architectures.{model_name}"))
     model = architecture.build_model(spec)
@@ -103,11 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--models", nargs="+", default=["conv3_pool"], help="names under `architectures`")
-    parser.add_argument("--images", type=int, default=48000, help="training images per epoch (default: all 48,000)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per run, the first one a warm-up")
     parser.add_argument("--repeats", type=int, default=1, help="runs per (variant, model), interleaved")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+    train_speed.add_run_options(parser)
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "MODEL"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.one:  # a child process: the environment is already set for the variant
@@ -129,9 +127,8 @@ def main() -> None:
                 print(f"  {model_name:14} {variant:15} {row['median_epoch_seconds']:6.2f} s/epoch median, "
                       f"{row['mean_epoch_seconds']:6.2f} mean, waits > 1 s: {row['waits_over_1s']}, "
                       f"validation {row['median_validation_seconds']} s", file=sys.stderr, flush=True)
-    from benchmarks.train_speed import report
-
-    report({"images_per_epoch": arguments.images, "epochs": arguments.epochs, "runs": rows}, arguments.output)
+    train_speed.report({"images_per_epoch": arguments.images, "epochs": arguments.epochs, "runs": rows},
+                       arguments.output)
 
 
 if __name__ == "__main__":

@@ -247,14 +247,19 @@ def report(result: dict, output: Path | None) -> None:
         output.write_text(text + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", help="names under `architectures` (default: all four)")
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every training benchmark shares: how much to train, on what, and where results go."""
     parser.add_argument("--images", type=int, default=48000, help="training images per epoch (default: all 48,000)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run, the first one a warm-up")
     parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help="names under `architectures` (default: all four)")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    add_run_options(parser)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     all_params = params.load_params()
