@@ -14,6 +14,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 from benchmarks import train_speed
 
@@ -25,11 +26,12 @@ def main() -> None:
     from stages import architecture, params, train
 
     variant, epochs = sys.argv[1], 2
-    settings = params.TrainParams.from_section(params.select(params.load_params(), "train"))
+    all_params = params.load_params()
+    settings = params.TrainParams.from_section(params.select(all_params, "train"))
     train.configure_determinism(settings.seed)
-    train_set, validation_set = train_speed.load_slice(train_speed.Path("data/prepared"), 48000)
+    train_set, validation_set = train_speed.load_slice(Path("data/prepared"), 48000)
     model = architecture.build_model(architecture.parse_architecture(
-        "conv3_pool", params.select(params.load_params(), "architectures.conv3_pool")))
+        "conv3_pool", params.select(all_params, "architectures.conv3_pool")))
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     steps = math.ceil(len(train_set["x"]) / settings.batch_size)

@@ -22,38 +22,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks import train_speed
 
 VARIANTS = ("arrays", "stream", "steps4", "steps16", "validation1000", "inter_op1", "onednn_off")
-
-
-def epoch_timer():
-    """A Keras callback recording per epoch: seconds before the first batch, of training batches, of validation."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 0:
-                self.first_batch = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.last_batch = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append({"wait": self.first_batch - self.started, "train": self.last_batch - self.first_batch,
-                                "validation": time.perf_counter() - self.last_batch})
-
-    return EpochTimer()
 
 
 def run_variant(variant: str, model_name: str, images: int, epochs: int, data_dir: Path) -> dict:
@@ -74,7 +47,7 @@ def run_variant(variant: str, model_name: str, images: int, epochs: int, data_di
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=int(variant[5:]) if variant.startswith("steps") else 1)
-    timer = epoch_timer()
+    timer = train_speed.epoch_timer()
     common = {"epochs": epochs, "validation_data": (validation_set["x"], validation_set["y"]),
               "validation_batch_size": 1000 if variant == "validation1000" else settings.batch_size,
               "callbacks": [timer], "verbose": 0}

@@ -62,41 +62,50 @@ def matmul_rate(size: int = 2048, repetitions: int = 7) -> float:
     return 2 * size**3 / statistics.median(seconds)
 
 
-def keras_batch_timer():
-    """A Keras callback that records, per epoch, seconds from the epoch's start to its last training batch.
+def epoch_timer():
+    """A Keras callback recording per epoch: seconds before the first batch, of training batches, of validation.
 
     From the epoch's start, not its first batch: Keras' own per-epoch set-up (a new input iterator
     with `fit(x, y)`) can block for seconds before the first batch, and a user waits for it too.
-    Validation, which follows the last batch, is timed apart.
+    Validation follows the last batch.
     """
     import keras
 
-    class BatchTimer(keras.callbacks.Callback):
+    class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.epoch_seconds, self.validation_seconds = [], []
+            self.epochs = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
 
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                self.first_batch = time.perf_counter()
+
         def on_train_batch_end(self, batch, logs=None):
-            self.finished = time.perf_counter()
+            self.last_batch = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.epoch_seconds.append(self.finished - self.started)
-            self.validation_seconds.append(time.perf_counter() - self.finished)
+            self.epochs.append({"wait": self.first_batch - self.started, "train": self.last_batch - self.first_batch,
+                                "validation": time.perf_counter() - self.last_batch})
 
-    return BatchTimer()
+        def seconds(self) -> dict:
+            """Per epoch: training from the epoch's start (wait included), and validation."""
+            return {"epoch_seconds": [epoch["wait"] + epoch["train"] for epoch in self.epochs],
+                    "validation_seconds": [epoch["validation"] for epoch in self.epochs]}
+
+    return EpochTimer()
 
 
 def pipeline_epochs(spec, settings, train_set, validation_set) -> dict:
     """Seconds per epoch, training and validation, through the pipeline's own `train()`."""
     from stages import train
 
-    timer = keras_batch_timer()
+    timer = epoch_timer()
     with tempfile.TemporaryDirectory() as live_dir:
         train.train(spec, settings, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
-    return {"epoch_seconds": timer.epoch_seconds, "validation_seconds": timer.validation_seconds}
+    return timer.seconds()
 
 
 def keras_epochs(spec, settings, train_set, validation_set) -> dict:
@@ -107,11 +116,11 @@ def keras_epochs(spec, settings, train_set, validation_set) -> dict:
     y = np.concatenate([train_set["y"], validation_set["y"]])
     model = architecture.build_model(spec)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-    timer = keras_batch_timer()
+    timer = epoch_timer()
     model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs,
               validation_split=len(validation_set["x"]) / len(x), callbacks=[timer], verbose=0)
     keras.backend.clear_session()
-    return {"epoch_seconds": timer.epoch_seconds, "validation_seconds": timer.validation_seconds}
+    return timer.seconds()
 
 
 def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, class_count: int = 10):
