@@ -15,12 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.errors import DataError, WriteError
+
 # The earliest date a zip entry can carry; any fixed value would do.
 FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# What every stage passes around: 28x28 grayscale images, channels last, of ten classes (MNIST and
+# Fashion-MNIST alike; the training stage takes the class count from the data).
+IMAGE_SHAPE = (28, 28, 1)
+CLASS_COUNT = 10
 
 
-class WriteError(OSError):
-    """An output could not be written (no space, read-only, no permission); names the file."""
+def cannot_write(path: Path, error: OSError) -> WriteError:
+    """The one-line error for an output that could not be written, naming the file and the cure."""
+    return WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
+                      "directory's permissions, then rerun")
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -42,8 +50,7 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     except OSError as error:
         if temporary:
             Path(temporary).unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
-                         "directory's permissions, then rerun") from None
+        raise cannot_write(path, error) from None
     except BaseException:
         if temporary:
             Path(temporary).unlink(missing_ok=True)
@@ -80,7 +87,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     entries = {}
     for name, array in arrays.items():
         buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        # C order for every array; a 0-d array stays 0-d (np.ascontiguousarray would make it 1-d).
+        array = np.asarray(array)
+        np.lib.format.write_array(buffer, array if array.flags.c_contiguous else np.ascontiguousarray(array),
+                                  allow_pickle=False)
         entries[f"{name}.npy"] = buffer.getvalue()
     write_bytes_atomic(path, _deterministic_zip(entries))
 
@@ -89,20 +99,20 @@ def load_npz(path: Path, expected: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Loads every array of an .npz file, without pickle, checking the expected names are there.
 
     Raises:
-        FileNotFoundError: names the stage that produces the file.
-        ValueError: the file is not an .npz archive or lacks one of `expected`.
+        DataError: the file is missing (names the command that produces it), is not an .npz
+            archive, or lacks one of `expected`.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found; run `dvc repro` to produce it")
+        raise DataError(f"{path}: not found; run `dvc repro` to produce it")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npz archive ({error}); delete it and rerun `dvc repro`") from None
+        raise DataError(f"{path}: not a readable .npz archive ({error}); delete it and rerun `dvc repro`") from None
     missing = [name for name in expected if name not in arrays]
     if missing:
-        raise ValueError(f"{path}: expected arrays {', '.join(expected)}, missing {', '.join(missing)}")
+        raise DataError(f"{path}: expected arrays {', '.join(expected)}, missing {', '.join(missing)}")
     return arrays
 
 
@@ -123,14 +133,37 @@ def save_keras_model(model, path: Path) -> None:
             with zipfile.ZipFile(scratch_file) as archive:
                 entries = {name: archive.read(name) for name in archive.namelist()}
     except OSError as error:
-        raise WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
-                         "directory's permissions, then rerun") from None
+        raise cannot_write(path, error) from None
     metadata = json.loads(entries["metadata.json"])
     metadata["date_saved"] = "1980-01-01@00:00:00"
     entries["metadata.json"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
     config = _renumber_shared_objects(json.loads(entries["config.json"]), {})
     entries["config.json"] = json.dumps(config, sort_keys=True).encode("utf-8")
     write_bytes_atomic(path, _deterministic_zip(entries, compression=zipfile.ZIP_DEFLATED))
+
+
+def load_keras_model(path: Path, input_shape: tuple[int, ...] = IMAGE_SHAPE):
+    """Loads a `.keras` model in Keras' safe mode (no arbitrary code), checking it takes `input_shape`.
+
+    Raises:
+        DataError: no file at `path`, a file that is not a Keras model (corrupt, truncated, another
+            format), or a model built for other inputs.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no trained model; run `dvc repro` (or `dvc pull`) to produce it")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
+                        "rerun its train stage with `dvc repro -f train@<model>`") from None
+    model_input = tuple(model.input_shape[1:])
+    if model_input != tuple(input_shape):
+        raise DataError(f"{path}: the model takes inputs of shape {model_input}, expected {tuple(input_shape)} "
+                        "(28x28 grayscale); retrain it with `dvc repro -f train@<model>`")
+    return model
 
 
 def _renumber_shared_objects(node, numbers: dict[int, int]):

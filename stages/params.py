@@ -1,24 +1,20 @@
-"""Reading `params.yaml`: one place that turns YAML into typed, validated objects.
+"""Reading `params.yaml`: the helpers every stage uses to turn YAML into typed, validated values.
 
-Each stage asks for exactly the keys it declares in `dvc.yaml`; a missing, misspelled or
-ill-typed key stops the stage before any data is loaded, with a message that names the key.
+Each stage asks for exactly the keys it declares in `dvc.yaml` and keeps its own typed settings
+(a dataclass) in its own module, so editing one stage's settings reruns only that stage. A
+missing, misspelled or ill-typed key stops the stage before any data is loaded, with a message
+that names the key.
 """
 
-import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from stages.errors import ParamsError
+
 PARAMS_FILE = Path("params.yaml")
-# Every key of the `data` section; `download` and `prepare` each read their own part of it.
-DATA_KEYS = frozenset({"source", "npm_package", "url", "url_sha256", "idx_dir", "validation_fraction", "limit"})
-
-
-class ParamsError(ValueError):
-    """A value in params.yaml is missing, misspelled, of the wrong type or out of range."""
-
 
 def load_params(path: Path = PARAMS_FILE) -> dict:
     """Parses params.yaml with the safe loader.
@@ -63,13 +59,19 @@ def suggest(name: str, known: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def check_keys(where: str, section: Any, required: set[str], optional: frozenset[str] = frozenset()) -> None:
-    """Rejects a section that is not a mapping, lacks a required key or has an unknown one."""
+def check_keys(where: str, section: Any, required: set[str], optional: frozenset[str] = frozenset(),
+               *, other_keys_allowed: bool = False) -> None:
+    """Rejects a section that is not a mapping, lacks a required key or has an unknown one.
+
+    Args:
+        other_keys_allowed: the section is shared by several stages (`data`), and keys this stage
+            does not read belong to another stage's check.
+    """
     if not isinstance(section, dict):
         raise ParamsError(f"params.yaml: '{where}' must be a mapping, got {section!r}")
     known = sorted(required | optional)
     for key in section:
-        if key not in required and key not in optional:
+        if key not in required and key not in optional and not other_keys_allowed:
             raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}; "
                               f"expected keys: {', '.join(known)}")
     for key in sorted(required - set(section)):
@@ -94,33 +96,9 @@ def typed(where: str, value: Any, expected: type | tuple[type, ...], *, minimum=
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainParams:
-    """The `train` section: settings shared by every model."""
-
-    epochs: int
-    batch_size: int
-    optimizer: str
-    learning_rate: float
-    seed: int
-
-    OPTIMIZERS = ("adam",)
-
-    @classmethod
-    def from_section(cls, section: Any) -> "TrainParams":
-        fields = {field.name for field in dataclasses.fields(cls)}
-        check_keys("train", section, fields)
-        optimizer = typed("train.optimizer", section["optimizer"], str)
-        if optimizer not in cls.OPTIMIZERS:
-            raise ParamsError(
-                f"params.yaml: 'train.optimizer' must be one of {', '.join(cls.OPTIMIZERS)}, got {optimizer!r}"
-                f"{suggest(optimizer, list(cls.OPTIMIZERS))}"
-            )
-        return cls(
-            epochs=typed("train.epochs", section["epochs"], int, minimum=1),
-            batch_size=typed("train.batch_size", section["batch_size"], int, minimum=1),
-            optimizer=optimizer,
-            learning_rate=float(typed("train.learning_rate", section["learning_rate"], (int, float),
-                                      minimum=0, exclusive=True)),
-            seed=typed("train.seed", section["seed"], int, minimum=0),
-        )
+def one_of(where: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Checks that `value` is one of `choices` and returns it, suggesting the closest on a typo."""
+    if value not in choices:
+        raise ParamsError(f"params.yaml: '{where}' must be one of {', '.join(choices)}, got {value!r}"
+                          f"{suggest(str(value), list(choices))}")
+    return value

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from stages import artifacts, cli, params
+from stages.errors import ParamsError
+
 
 @dataclasses.dataclass(frozen=True)
 class PrepareParams:
@@ -21,8 +23,8 @@ class PrepareParams:
 
     @classmethod
     def from_section(cls, section) -> "PrepareParams":
-        fields = {"validation_fraction", "limit"}
-        params.check_keys("data", section, fields, optional=params.DATA_KEYS - fields)
+        # `download` reads the rest of the `data` section and checks it.
+        params.check_keys("data", section, {"validation_fraction", "limit"}, other_keys_allowed=True)
         fraction = params.typed("data.validation_fraction", section["validation_fraction"], (int, float),
                                 minimum=0, maximum=1, exclusive=True)
         limit = section["limit"]
@@ -50,7 +52,7 @@ def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float):
     # Keras computes the split index as int(N * (1 - fraction)).
     split_at = int(len(images) * (1.0 - fraction))
     if split_at == 0 or split_at == len(images):
-        raise ValueError(f"data.validation_fraction {fraction} leaves an empty split of {len(images)} images")
+        raise ParamsError(f"data.validation_fraction {fraction} leaves an empty split of {len(images)} images")
     return images[:split_at], labels[:split_at], images[split_at:], labels[split_at:]
 
 
@@ -65,7 +67,7 @@ def prepare(raw: dict[str, np.ndarray], settings: PrepareParams) -> dict[str, di
     class_names = raw["class_names"]
     if settings.limit is not None:
         if settings.limit > len(x_train):
-            raise ValueError(f"data.limit {settings.limit} exceeds the {len(x_train)} training images; "
+            raise ParamsError(f"data.limit {settings.limit} exceeds the {len(x_train)} training images; "
                              "use null for all of them")
         # The same limit applies to the test set, so a smoke run stays small end to end.
         x_train, y_train = x_train[:settings.limit], y_train[:settings.limit]

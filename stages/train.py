@@ -1,9 +1,10 @@
 """Stage `train@<name>`: build one model from its spec in params.yaml and train it as the study did.
 
-Glorot-normal init, Adam, categorical cross-entropy, accuracy; batch size, epochs, learning rate and
-seed from the `train` section. Everything is seeded and TensorFlow's op determinism is on, so the
-same inputs give the same weights. DVCLive logs each epoch's loss and accuracy, training and
-validation, while the model trains.
+Glorot-normal init, categorical cross-entropy, accuracy; optimizer, batch size, epochs, learning
+rate and seed from the `train` section. Everything is seeded and TensorFlow's op determinism is on,
+so the same inputs give the same weights. DVCLive logs each epoch's loss and accuracy, training
+and validation, while the model trains. A checkpoint after every epoch (stages/checkpoint.py) lets
+a killed run resume where it stopped, with the same result.
 """
 
 import argparse
@@ -15,7 +16,52 @@ import sys
 import time
 from pathlib import Path
 
-from stages import architecture, artifacts, cli, params
+from stages import architecture, artifacts, checkpoint, cli, params
+from stages.errors import ParamsError
+
+# Each with Keras' defaults but for the learning rate.
+OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """The `train` section: settings shared by every model."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    seed: int
+    max_gflop_per_epoch: float
+
+    @classmethod
+    def from_section(cls, section) -> "TrainParams":
+        params.check_keys("train", section, {field.name for field in dataclasses.fields(cls)})
+        return cls(
+            epochs=params.typed("train.epochs", section["epochs"], int, minimum=1),
+            batch_size=params.typed("train.batch_size", section["batch_size"], int, minimum=1),
+            optimizer=params.one_of("train.optimizer", section["optimizer"], tuple(OPTIMIZERS)),
+            learning_rate=float(params.typed("train.learning_rate", section["learning_rate"], (int, float),
+                                             minimum=0, exclusive=True)),
+            seed=params.typed("train.seed", section["seed"], int, minimum=0),
+            max_gflop_per_epoch=float(params.typed("train.max_gflop_per_epoch", section["max_gflop_per_epoch"],
+                                                   (int, float), minimum=0, exclusive=True)),
+        )
+
+
+def epoch_gflop(spec: architecture.ArchitectureSpec, train_images: int, validation_images: int) -> float:
+    """One epoch's cost in GFLOP: forward and backward (about 3x forward) over the training images,
+    forward over the validation images."""
+    forward = architecture.forward_flops(spec)
+    return (3 * forward * train_images + forward * validation_images) / 1e9
+
+
+def check_cost(spec: architecture.ArchitectureSpec, gflop: float, limit: float) -> None:
+    """Refuses a model whose epoch would cost more than `limit` GFLOP: a typo, not a plan."""
+    if gflop > limit:
+        raise ParamsError(f"model '{spec.name}' would cost {gflop:,.0f} GFLOP per epoch, over the limit "
+                          f"train.max_gflop_per_epoch = {limit:,.0f}; check the spec for a typo, or raise "
+                          "train.max_gflop_per_epoch in params.yaml if you mean it")
 
 
 def configure_determinism(seed: int) -> None:
@@ -33,92 +79,133 @@ def layer_table(model) -> list[dict]:
              "parameters": layer.count_params()} for layer in model.layers]
 
 
-def training_batches(train_set: dict, batch_size: int, seed: int):
-    """The training set as one endless stream of batches, reshuffled every epoch; deterministic for a seed.
+def _without_autotune(dataset):
+    """tf.data's autotuner runs a thread that the iterator's destructor waits for: up to seconds after
+    `fit` ends or a validation pass finishes (docs/performance.md). A fixed prefetch of two batches
+    keeps the next batch ready, which is all this cheap input needs."""
+    import tensorflow as tf
 
-    Not `model.fit(x, y, shuffle=True)`: Keras then builds a fresh input iterator for every epoch,
-    and swapping iterators blocked training here for 0 to 10 s at the start of an epoch, up to as
-    long as the epoch's own training (docs/performance.md). One repeating iterator never swaps.
-    Batching before repeating keeps epochs aligned: each pass is a new permutation in
-    ceil(N / batch_size) batches, the last one partial.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
+
+
+def training_batches(train_set: dict, batch_size: int, seed: int, first_epoch: int = 0):
+    """The training set as one endless stream of batches, from epoch `first_epoch` on.
+
+    Each epoch is a new permutation in ceil(N / batch_size) batches, the last one partial, and the
+    permutation of epoch k depends only on (seed, k): a run resumed at epoch k sees the batches an
+    uninterrupted run would. Not `model.fit(x, y, shuffle=True)`: Keras then builds a fresh input
+    iterator for every epoch, and swapping iterators blocked training here for seconds per epoch
+    (docs/performance.md). One repeating iterator never swaps.
     """
     import tensorflow as tf
 
     images, labels = tf.constant(train_set["x"]), tf.constant(train_set["y"])
     count = len(train_set["x"])
-    # Shuffling indices and gathering whole batches is Keras' own way with arrays: one vectorized
-    # copy per batch instead of a tf.data element per image.
-    return (tf.data.Dataset.range(count).shuffle(count, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size).map(lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
-            .repeat().prefetch(tf.data.AUTOTUNE))
+
+    def epoch_batches(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    # Gathering whole batches by index is Keras' own way with arrays: one vectorized copy per batch.
+    return _without_autotune(tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
+                             .map(lambda indices: (tf.gather(images, indices), tf.gather(labels, indices))))
 
 
-def train(spec: architecture.ArchitectureSpec, settings: params.TrainParams, train_set: dict, validation_set: dict,
-          live_dir: Path, extra_callbacks: tuple = ()):
+def validation_batches(validation_set: dict, batch_size: int):
+    """The validation set in order, in batches of `batch_size` (Keras would use 32 for a dataset)."""
+    import tensorflow as tf
+
+    images, labels = tf.constant(validation_set["x"]), tf.constant(validation_set["y"])
+    starts = tf.data.Dataset.range(0, len(validation_set["x"]), batch_size)
+    return _without_autotune(starts.map(lambda start: (images[start:start + batch_size],
+                                                       labels[start:start + batch_size])))
+
+
+def train(spec: architecture.ArchitectureSpec, settings: TrainParams, train_set: dict, validation_set: dict,
+          live_dir: Path, checkpoints: checkpoint.Checkpoints | None = None, extra_callbacks: tuple = ()):
     """Builds, compiles and fits the model; DVCLive writes per-epoch metrics under `live_dir`.
 
     Args:
         train_set, validation_set: {"x": float32 (N, 28, 28, 1) in [0, 1], "y": float32 (N, classes) one-hot}.
+        checkpoints: where to save a checkpoint after every epoch and resume from; None for none.
         extra_callbacks: more Keras callbacks, e.g. the benchmark's timer.
 
     Returns:
-        (the trained keras.Model, its history: {"loss": [...], "accuracy": [...], "val_loss": ..., ...}).
+        (the trained keras.Model, its history of the epochs run here: {"loss": [...], "val_loss": ...}).
     """
     import keras
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
+    gflop = epoch_gflop(spec, len(train_set["x"]), len(validation_set["x"]))
     configure_determinism(settings.seed)
-    stop = stop_on_signal()  # before DVCLive creates its directory, so a kill from here on cleans up
     model = architecture.build_model(spec, input_shape=train_set["x"].shape[1:], class_count=train_set["y"].shape[1])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[settings.optimizer])(learning_rate=settings.learning_rate)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    print(f"train@{spec.name}: {model.count_params():,} parameters, {gflop:,.1f} GFLOP per epoch "
+          f"(limit {settings.max_gflop_per_epoch:,.0f}), {settings.epochs} epochs", flush=True)
+    done = checkpoints.restore_latest(model, live_dir) if checkpoints else 0
+    if done:
+        print(f"train@{spec.name}: resuming after epoch {done} of {settings.epochs}", flush=True)
     # dvcyaml=False: the metrics and plots are declared in the project's dvc.yaml, which DVCLive
     # would otherwise rewrite; save_dvc_exp=False: DVC, not DVCLive, records experiments here.
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False)
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(done))
+    live.step = done  # DVCLive's own resume miscounts after exactly one logged step (step 0)
     live.summary["parameters"] = model.count_params()
-    history = model.fit(training_batches(train_set, settings.batch_size, settings.seed), epochs=settings.epochs,
-                        steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size),
-                        shuffle=False,  # the stream reshuffles every epoch itself
-                        # Given a dataset, Keras would validate in batches of 32; keep the study's batch.
-                        validation_data=(validation_set["x"], validation_set["y"]),
-                        validation_batch_size=settings.batch_size,
-                        callbacks=[stop, DVCLiveCallback(live=live), *extra_callbacks],
-                        # A progress bar in a terminal; one line per epoch in a log file.
-                        verbose=1 if sys.stdout.isatty() else 2)
+    callbacks = [DVCLiveCallback(live=live)]
+    if checkpoints:
+        callbacks.append(checkpoint.checkpoint_callback(checkpoints, live_dir))
+    with StopOnSignal() as stop:
+        history = model.fit(training_batches(train_set, settings.batch_size, settings.seed, first_epoch=done),
+                            epochs=settings.epochs, initial_epoch=done,
+                            steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size),
+                            shuffle=False,  # the stream shuffles every epoch itself
+                            validation_data=validation_batches(validation_set, settings.batch_size),
+                            callbacks=[stop, *callbacks, *extra_callbacks],
+                            # A progress bar in a terminal; one line per epoch in a log file.
+                            verbose=1 if sys.stdout.isatty() else 2)
     return model, history.history
 
 
-def stop_on_signal():
-    """A Keras callback that turns Ctrl-C (SIGINT) or a kill (SIGTERM) into KeyboardInterrupt between batches.
+class StopOnSignal:
+    """Turns Ctrl-C (SIGINT) or a kill (SIGTERM) into KeyboardInterrupt between batches, while training.
 
     Python raises a signal handler's exception wherever the interpreter is, which can be inside
     TensorFlow's input pipeline; that was seen here to corrupt the heap (`free(): invalid next
-    size`, exit by SIGABRT) before any cleanup ran. So the handler only records the signal and the
-    callback raises at the next batch boundary, a fraction of a second later. A second signal raises
-    at once, for a user who will not wait.
+    size`, exit by SIGABRT) before any cleanup ran. So the handler only records the signal and a
+    Keras callback raises at the next batch boundary. A second signal raises at once, for a user
+    who will not wait. On exit the previous handlers come back, so a Ctrl-C while the model is
+    saved, or in a process that trains and goes on, works as usual.
     """
-    import keras
 
-    class StopOnSignal(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.received = None
-            for signal_number in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signal_number, self.record)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-        def record(self, signal_number, frame) -> None:
-            if self.received is not None:
+    def __enter__(self):
+        import keras
+
+        received = []
+
+        def record(signal_number, frame) -> None:
+            if received:
                 raise KeyboardInterrupt(f"signal {signal_number}")
-            self.received = signal_number
+            received.append(signal_number)
 
-        def raise_if_signalled(self, *unused, **unused_keywords) -> None:
-            if self.received is not None:
-                raise KeyboardInterrupt(f"signal {self.received}")
+        def raise_if_signalled(*unused, **unused_keywords) -> None:
+            if received:
+                raise KeyboardInterrupt(f"signal {received[0]}")
 
-        on_train_batch_end = on_test_batch_end = on_epoch_end = raise_if_signalled
+        class RaiseIfSignalled(keras.callbacks.Callback):
+            on_train_batch_end = on_test_batch_end = on_epoch_end = staticmethod(raise_if_signalled)
 
-    return StopOnSignal()
+        self.previous = {number: signal.signal(number, record) for number in self.SIGNALS}
+        return RaiseIfSignalled()
+
+    def __exit__(self, *exception) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 def remove_outputs(*paths: Path) -> None:
@@ -132,20 +219,28 @@ def remove_outputs(*paths: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="the params.yaml key of the architecture, e.g. arch")
+    parser.add_argument("--name", required=True, help="the model's name: its spec's key in params.yaml")
     parser.add_argument("--data-dir", type=Path, required=True, help="holds train.npz and validation.npz")
     parser.add_argument("--model-dir", type=Path, required=True, help="where model.keras and spec.json go")
     parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive's directory for this model")
+    parser.add_argument("--checkpoint-dir", type=Path, required=True,
+                        help="per-epoch checkpoints, outside the outputs; removed when training finishes")
     arguments = parser.parse_args()
     all_params = params.load_params()
-    settings = params.TrainParams.from_section(params.select(all_params, "train"))
-    spec = architecture.parse_architecture(arguments.spec.split(".")[-1], params.select(all_params, arguments.spec))
-    architecture.output_shapes(spec, (28, 28, 1))  # an impossible spec stops before any data is loaded
-    train_set = artifacts.load_npz(arguments.data_dir / "train.npz", ("x", "y", "class_names"))
-    validation_set = artifacts.load_npz(arguments.data_dir / "validation.npz", ("x", "y"))
+    settings = TrainParams.from_section(params.select(all_params, "train"))
+    spec = architecture.parse_architecture(arguments.name, params.select(all_params, arguments.name))
+    architecture.output_shapes(spec)  # an impossible spec stops before any data is loaded
+    data_files = [arguments.data_dir / "train.npz", arguments.data_dir / "validation.npz"]
+    train_set = artifacts.load_npz(data_files[0], ("x", "y", "class_names"))
+    validation_set = artifacts.load_npz(data_files[1], ("x", "y"))
+    check_cost(spec, epoch_gflop(spec, len(train_set["x"]), len(validation_set["x"])), settings.max_gflop_per_epoch)
+    checkpoints = checkpoint.Checkpoints(arguments.checkpoint_dir, checkpoint.fingerprint(
+        sys.argv[1:], sorted(Path(__file__).parent.glob("*.py")),
+        {"train": dataclasses.asdict(settings), "architecture": spec.to_dict()}, data_files), f"train@{spec.name}")
+    checkpoints.discard_if_stale()
     started = time.perf_counter()
     try:
-        model, history = train(spec, settings, train_set, validation_set, arguments.live_dir)
+        model, history = train(spec, settings, train_set, validation_set, arguments.live_dir, checkpoints)
         # The model carries what made it: its spec, the training settings and each layer's shape.
         artifacts.write_json(arguments.model_dir / "spec.json", {
             "architecture": spec.to_dict(), "train": dataclasses.asdict(settings),
@@ -156,13 +251,18 @@ def main() -> None:
         artifacts.save_keras_model(model, arguments.model_dir / "model.keras")
     except BaseException:
         # Ctrl-C, a kill or a failed write: DVCLive's per-epoch log and any model file are removed,
-        # so the output paths hold either a finished training or nothing. Then the error goes on.
+        # so the output paths hold either a finished training or nothing; the checkpoint stays for
+        # the rerun to resume from. Then the error goes on.
         remove_outputs(arguments.live_dir, arguments.model_dir)
+        print(f"train@{spec.name}: stopped; partial outputs removed, the checkpoint in {arguments.checkpoint_dir} "
+              "is kept: `dvc repro` resumes from it", file=sys.stderr)
         raise
+    checkpoints.remove()
     seconds = time.perf_counter() - started
-    print(f"train@{spec.name}: {model.count_params():,} parameters, {settings.epochs} epochs in {seconds:.0f} s, "
-          f"val_loss {history['val_loss'][-1]:.4f}, val_accuracy {history['val_accuracy'][-1]:.4f}")
+    last = {key: values[-1] for key, values in history.items() if values}
+    print(f"train@{spec.name}: {settings.epochs} epochs done in {seconds:.0f} s this run, "
+          f"val_loss {last.get('val_loss', float('nan')):.4f}, val_accuracy {last.get('val_accuracy', float('nan')):.4f}")
 
 
 if __name__ == "__main__":
-    cli.run("train", main)
+    cli.run("train", main, uses_tensorflow=True)

@@ -1,7 +1,7 @@
 """Classify digits with a trained model: image files of any size, or MNIST test images by index.
 
-    python -m stages.predict --model arch my_digit.png another.jpg
-    python -m stages.predict --model conv5_pool --test-index 500 1500 2500
+    python -m tools.predict --model arch my_digit.png another.jpg
+    python -m tools.predict --model conv5_pool --test-index 500 1500 2500
 
 An image is converted the way MNIST's digits were made: grayscale, inverted if it is dark on
 light, cropped to the digit's bounding box and fitted into 20x20 keeping its aspect ratio, then
@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from stages import architecture, artifacts, cli
+from stages.errors import DataError, ParamsError
 
 DIGIT_BOX = 20
-CANVAS = 28
+CANVAS = artifacts.IMAGE_SHAPE[0]
 TOP_CLASSES = 3
 
 
@@ -27,7 +28,7 @@ def mnist_style(image) -> np.ndarray:
         float32 (28, 28) in [0, 1]: a light digit on a black background, centred by mass.
 
     Raises:
-        ValueError: the image is blank (no digit stands out from the background).
+        DataError: the image is blank (no digit stands out from the background).
     """
     from PIL import Image
 
@@ -38,7 +39,7 @@ def mnist_style(image) -> np.ndarray:
         pixels, background = 255.0 - pixels, 255.0 - background
     pixels = np.clip(pixels - background, 0, None)
     if pixels.max() <= 0:
-        raise ValueError("blank image: no digit stands out from the background")
+        raise DataError("blank image: no digit stands out from the background")
     rows = np.flatnonzero(pixels.max(axis=1) > 0.1 * pixels.max())
     columns = np.flatnonzero(pixels.max(axis=0) > 0.1 * pixels.max())
     digit = pixels[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
@@ -64,9 +65,9 @@ def load_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return mnist_style(image)
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, ...)") from None
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise DataError(f"{path}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, ...)") from None
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
 
 
 def top_classes(probabilities: np.ndarray, class_names: list[str], count: int = TOP_CLASSES) -> list[tuple[str, float]]:
@@ -77,16 +78,14 @@ def top_classes(probabilities: np.ndarray, class_names: list[str], count: int = 
 
 def load_trained_model(models_dir: Path, name: str):
     """The model `name` and its class names; names the command that produces a missing model."""
-    from stages import evaluate
-
     if not architecture.NAME_PATTERN.match(name):
-        raise ValueError(f"--model {name!r}: not a model name; expected one of the names in dvc.yaml, e.g. arch")
+        raise ParamsError(f"--model {name!r}: not a model name; expected one of the names in dvc.yaml, e.g. arch")
     model_path = models_dir / name / "model.keras"
     if not model_path.exists():
-        raise FileNotFoundError(f"{model_path}: no trained model '{name}'; run `dvc repro train@{name}` "
+        raise DataError(f"{model_path}: no trained model '{name}'; run `dvc repro train@{name}` "
                                 "to train it, or `dvc pull` to fetch it from the remote")
     spec = artifacts.read_json(models_dir / name / "spec.json")
-    return evaluate.load_model(model_path), spec["class_names"]
+    return artifacts.load_keras_model(model_path), spec["class_names"]
 
 
 def main() -> None:
@@ -108,7 +107,7 @@ def main() -> None:
         test_set = artifacts.load_npz(arguments.test_data, ("x", "y"))
         for index in arguments.test_index:
             if not 0 <= index < len(test_set["x"]):
-                raise ValueError(f"--test-index {index}: expected 0 to {len(test_set['x']) - 1} "
+                raise ParamsError(f"--test-index {index}: expected 0 to {len(test_set['x']) - 1} "
                                  f"({arguments.test_data} holds {len(test_set['x'])} images)")
             inputs.append(test_set["x"][index, :, :, 0])
             labels.append(f"test image {index}")
@@ -122,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run("predict", main)
+    cli.run("predict", main, uses_tensorflow=True)
