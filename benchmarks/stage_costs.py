@@ -29,8 +29,9 @@ COPIED = ("stages", "params.yaml", "dvc.yaml", "data", "models")
 def timed(command: str, cwd: Path, environment: dict) -> dict:
     """Runs `command` in a shell; returns its wall seconds and peak resident memory in MiB."""
     started = time.perf_counter()
-    process = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        ["bash", "-c", command], cwd=cwd, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -56,8 +57,9 @@ def noop_repro_seconds(project: Path, repetitions: int = 3) -> float:
     for _ in range(repetitions):
         started = time.perf_counter()
         # This interpreter's DVC, as the stages get this interpreter's PATH: no other install is assumed.
-        finished = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True,
-                                  check=True)
+        finished = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True, check=True
+        )
         seconds.append(time.perf_counter() - started)
         if "Running stage" in finished.stdout:
             raise RuntimeError("`dvc repro` ran a stage: the workspace is not up to date; run `dvc repro` first")

@@ -30,23 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import architecture, artifacts, params
+from stages import architecture, artifacts, params, train
 
 PATHS = ("pipeline", "keras", "torch")
 
 
-def forward_flops(spec: architecture.ArchitectureSpec, input_shape=(28, 28, 1), class_count: int = 10) -> int:
-    """Multiply-adds x 2 of every conv and dense layer for one image (pooling and activations are noise)."""
-    flops = 0
-    shape = tuple(input_shape)
-    for layer, output_shape in zip(spec.layers, architecture.output_shapes(spec, input_shape)):
-        if layer.type == "conv":
-            height, width, channels = output_shape
-            flops += 2 * layer.kernel * layer.kernel * shape[-1] * channels * height * width
-        elif layer.type == "dense":
-            flops += 2 * shape[0] * layer.units
-        shape = output_shape
-    return flops + 2 * shape[0] * class_count
+def first_seed(all_params: dict) -> int:
+    """The seed every benchmark trains with: the first of `train.seeds`, as `train@<model>-<seed>` does."""
+    return params.seed_list(params.select(all_params, "train.seeds"))[0]
 
 
 def matmul_rate(size: int = 2048, repetitions: int = 7) -> float:
@@ -87,28 +78,33 @@ def epoch_timer():
             self.last_batch = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.epochs.append({"wait": self.first_batch - self.started, "train": self.last_batch - self.first_batch,
-                                "validation": time.perf_counter() - self.last_batch})
+            self.epochs.append(
+                {
+                    "wait": self.first_batch - self.started,
+                    "train": self.last_batch - self.first_batch,
+                    "validation": time.perf_counter() - self.last_batch,
+                }
+            )
 
         def seconds(self) -> dict:
             """Per epoch: training from the epoch's start (wait included), and validation."""
-            return {"epoch_seconds": [epoch["wait"] + epoch["train"] for epoch in self.epochs],
-                    "validation_seconds": [epoch["validation"] for epoch in self.epochs]}
+            return {
+                "epoch_seconds": [epoch["wait"] + epoch["train"] for epoch in self.epochs],
+                "validation_seconds": [epoch["validation"] for epoch in self.epochs],
+            }
 
     return EpochTimer()
 
 
-def pipeline_epochs(spec, settings, train_set, validation_set) -> dict:
+def pipeline_epochs(spec, settings, seed, train_set, validation_set) -> dict:
     """Seconds per epoch, training and validation, through the pipeline's own `train()`."""
-    from stages import train
-
     timer = epoch_timer()
     with tempfile.TemporaryDirectory() as live_dir:
-        train.train(spec, settings, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
-    return timer.seconds()
+        train.train(spec, settings, seed, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
+    return timer.seconds() | {"images": len(train_set["x"])}
 
 
-def keras_epochs(spec, settings, train_set, validation_set) -> dict:
+def keras_epochs(spec, settings, seed, train_set, validation_set) -> dict:
     """Seconds per epoch, training and validation, with plain `model.fit`, as the study's notebook trains."""
     import keras
 
@@ -117,38 +113,53 @@ def keras_epochs(spec, settings, train_set, validation_set) -> dict:
     model = architecture.build_model(spec)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     timer = epoch_timer()
-    model.fit(x, y, batch_size=settings.batch_size, epochs=settings.epochs,
-              validation_split=len(validation_set["x"]) / len(x), callbacks=[timer], verbose=0)
+    model.fit(
+        x,
+        y,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        validation_split=len(validation_set["x"]) / len(x),
+        callbacks=[timer],
+        verbose=0,
+    )
     keras.backend.clear_session()
-    return timer.seconds()
+    return timer.seconds() | {"images": len(train_set["x"])}
 
 
-def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, class_count: int = 10):
+def _torch_pool(layer, before, after, nn):
+    if layer["padding"] == "valid":
+        return [nn.MaxPool2d(layer["size"])]
+    # Keras' 'same' pooling at stride 1 pads right and bottom; after ReLU, zeros pad like -inf.
+    return [nn.ZeroPad2d((0, layer["size"] - 1, 0, layer["size"] - 1)), nn.MaxPool2d(layer["size"], stride=1)]
+
+
+# Layer type -> PyTorch modules, from the layer and its input and output shapes (channels last).
+# The benchmark's own table: the pipeline's lives in stages/architecture.py (LAYER_TYPES).
+TORCH_LAYERS = {
+    "conv": lambda layer, before, after, nn: [
+        nn.Conv2d(before[-1], layer["filters"], layer["kernel"], padding=layer["padding"]),
+        nn.ReLU(),
+    ],
+    "pool": _torch_pool,
+    "batchnorm": lambda layer, before, after, nn: [
+        nn.BatchNorm2d(before[-1]) if len(before) == 3 else nn.BatchNorm1d(before[0])
+    ],
+    "dropout": lambda layer, before, after, nn: [nn.Dropout(layer["rate"])],
+    "flatten": lambda layer, before, after, nn: [nn.Flatten()],
+    "dense": lambda layer, before, after, nn: [nn.Linear(before[0], layer["units"]), nn.ReLU()],
+}
+
+
+def torch_model(spec: architecture.ArchitectureSpec):
     """The spec as a `torch.nn.Sequential` with the Keras builder's semantics (padding, pooling, init)."""
-    import torch
     from torch import nn
 
     modules = []
-    channels = input_channels
-    flat_size = None
-    for layer, output_shape in zip(spec.layers, architecture.output_shapes(spec, (28, 28, input_channels))):
-        if layer.type == "conv":
-            modules += [nn.Conv2d(channels, layer.filters, layer.kernel, padding=layer.padding), nn.ReLU()]
-            channels = layer.filters
-        elif layer.type == "pool" and layer.padding == "valid":
-            modules.append(nn.MaxPool2d(layer.size))
-        elif layer.type == "pool":
-            # Keras' 'same' pooling at stride 1 pads right and bottom; after ReLU, zeros pad like -inf.
-            modules += [nn.ZeroPad2d((0, layer.size - 1, 0, layer.size - 1)), nn.MaxPool2d(layer.size, stride=1)]
-        elif layer.type == "dropout":
-            modules.append(nn.Dropout(layer.rate))
-        elif layer.type == "flatten":
-            modules.append(nn.Flatten())
-            flat_size = output_shape[0]
-        else:
-            modules += [nn.Linear(flat_size, layer.units), nn.ReLU()]
-            flat_size = layer.units
-    modules.append(nn.Linear(flat_size, class_count))  # softmax lives in the loss
+    before = artifacts.IMAGE_SHAPE
+    for layer, after in zip(spec.layers, architecture.output_shapes(spec), strict=True):
+        modules += TORCH_LAYERS[layer.type](layer, before, after, nn)
+        before = after
+    modules.append(nn.Linear(before[0], artifacts.CLASS_COUNT))  # softmax lives in the loss
     model = nn.Sequential(*modules)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -157,11 +168,11 @@ def torch_model(spec: architecture.ArchitectureSpec, input_channels: int = 1, cl
     return model
 
 
-def torch_epochs(spec, settings, train_set, validation_set) -> dict:
+def torch_epochs(spec, settings, seed, train_set, validation_set) -> dict:
     """Seconds per epoch of a native PyTorch training loop (Adam, cross-entropy), shuffled each epoch."""
     import torch
 
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(seed)
     x = torch.from_numpy(np.ascontiguousarray(train_set["x"].transpose(0, 3, 1, 2)))
     labels = torch.from_numpy(train_set["y"].argmax(axis=1))
     model = torch_model(spec)
@@ -173,13 +184,14 @@ def torch_epochs(spec, settings, train_set, validation_set) -> dict:
         order = torch.randperm(len(x))
         started = time.perf_counter()
         for start in range(0, len(x), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
+            batch = order[start : start + settings.batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_function(model(x[batch]), labels[batch])
             loss.backward()
             optimizer.step()
         epoch_seconds.append(time.perf_counter() - started)
-    return {"epoch_seconds": epoch_seconds}  # no validation: the comparison is of training
+    # No validation: the comparison is of training.
+    return {"epoch_seconds": epoch_seconds, "images": len(x)}
 
 
 def parameter_counts(spec) -> dict:
@@ -202,8 +214,20 @@ def run_isolated(model: str, path: str, arguments) -> dict:
     Isolation matters: TensorFlow's op determinism, once on, stays on for the process, and two
     frameworks in one process would compete for threads.
     """
-    command = [sys.executable, "-m", "benchmarks.train_speed", "--one", model, path, "--images", str(arguments.images),
-               "--epochs", str(arguments.epochs), "--data-dir", str(arguments.data_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.train_speed",
+        "--one",
+        model,
+        path,
+        "--images",
+        str(arguments.images),
+        "--epochs",
+        str(arguments.epochs),
+        "--data-dir",
+        str(arguments.data_dir),
+    ]
     finished = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
@@ -213,37 +237,48 @@ def load_slice(data_dir: Path, images: int) -> tuple[dict, dict]:
     train_set = artifacts.load_npz(data_dir / "train.npz", ("x", "y", "class_names"))
     validation_set = artifacts.load_npz(data_dir / "validation.npz", ("x", "y"))
     train_slice = {key: train_set[key][:images] for key in ("x", "y")} | {"class_names": train_set["class_names"]}
-    return train_slice, {key: validation_set[key][:images // 4] for key in ("x", "y")}
+    return train_slice, {key: validation_set[key][: images // 4] for key in ("x", "y")}
 
 
 def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
     """One row: images per second for each path, the bound, and the ratios the issue asks for."""
     paths = arguments.paths
-    images = arguments.images // settings.batch_size * settings.batch_size
-    row = {"model": spec.name, "parameters": parameter_counts(spec), "images_per_epoch": images}
+    row = {"model": spec.name, "parameters": parameter_counts(spec)}
     if "torch" in row["parameters"] and row["parameters"]["torch"] != row["parameters"]["keras"]:
-        raise RuntimeError(f"{spec.name}: torch model has {row['parameters']['torch']} parameters, "
-                           f"Keras {row['parameters']['keras']}; the comparison would not be fair")
-    training_flops = 3 * forward_flops(spec)
+        raise RuntimeError(
+            f"{spec.name}: torch model has {row['parameters']['torch']} parameters, "
+            f"Keras {row['parameters']['keras']}; the comparison would not be fair"
+        )
+    training_flops = 3 * architecture.forward_flops(spec)
     row["training_mflop_per_image"] = round(training_flops / 1e6, 1)
     row["bound_images_per_second"] = round(peak_rate / training_flops)
     for path in paths:
         seconds = run_isolated(spec.name, path, arguments)
+        # Every image the child trained on, the last partial batch included.
+        images = row["images_per_epoch"] = seconds.pop("images")
         # The first epoch traces graphs and warms caches. The median of the others resists a hiccup;
         # the mean counts every stall, which is what a user waits through.
         timed_epochs = seconds["epoch_seconds"][1:]
-        row[path] = {"images_per_second": round(images / statistics.median(timed_epochs)),
-                     "mean_images_per_second": round(images * len(timed_epochs) / sum(timed_epochs))}
+        row[path] = {
+            "images_per_second": round(images / statistics.median(timed_epochs)),
+            "mean_images_per_second": round(images * len(timed_epochs) / sum(timed_epochs)),
+        }
         row[path] |= {key: [round(value, 2) for value in values] for key, values in seconds.items()}
         if "validation_seconds" in seconds:
             row[path]["median_validation_seconds"] = round(statistics.median(seconds["validation_seconds"][1:]), 2)
-        print(f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s (mean "
-              f"{row[path]['mean_images_per_second']:,})  "
-              f"epochs {row[path]['epoch_seconds']}", file=sys.stderr, flush=True)
+        print(
+            f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s (mean "
+            f"{row[path]['mean_images_per_second']:,})  "
+            f"epochs {row[path]['epoch_seconds']}",
+            file=sys.stderr,
+            flush=True,
+        )
     best = max(row[path]["images_per_second"] for path in paths)
-    row["ratios"] = {f"pipeline/{path}": round(row["pipeline"]["images_per_second"]
-                                               / row[path]["images_per_second"], 2)
-                     for path in paths if path != "pipeline" and "pipeline" in row}
+    row["ratios"] = {
+        f"pipeline/{path}": round(row["pipeline"]["images_per_second"] / row[path]["images_per_second"], 2)
+        for path in paths
+        if path != "pipeline" and "pipeline" in row
+    }
     row["ratios"]["best/bound"] = round(best / row["bound_images_per_second"], 3)
     return row
 
@@ -266,26 +301,36 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", help="names under `architectures` (default: all four)")
+    parser.add_argument("--models", nargs="+", help="names from `models` in params.yaml (default: all)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     add_run_options(parser)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     all_params = params.load_params()
-    settings = params.TrainParams.from_section(params.select(all_params, "train"))
+    settings = train.TrainParams.from_section(params.select(all_params, "train"))
     settings = dataclasses.replace(settings, epochs=arguments.epochs)
     if arguments.one:  # the child process of run_isolated
         model, path = arguments.one
-        spec = architecture.parse_architecture(model, params.select(all_params, f"architectures.{model}"))
-        print(json.dumps(RUNNERS[path](spec, settings, *load_slice(arguments.data_dir, arguments.images))))
+        spec = architecture.parse_architecture(model, params.select(all_params, model))
+        seed = first_seed(all_params)
+        print(json.dumps(RUNNERS[path](spec, settings, seed, *load_slice(arguments.data_dir, arguments.images))))
         return
-    models = arguments.models or list(params.select(all_params, "architectures"))
+    models = arguments.models or params.select(all_params, "models")
     peak_rate = matmul_rate()
     print(f"float32 matmul: {peak_rate / 1e9:.0f} GFLOP/s", file=sys.stderr)
-    rows = [benchmark_model(architecture.parse_architecture(name, params.select(all_params, f"architectures.{name}")),
-                            settings, arguments, peak_rate) for name in models]
-    result = {"matmul_gflops": round(peak_rate / 1e9, 1), "batch_size": settings.batch_size,
-              "images_per_epoch": rows[0]["images_per_epoch"], "epochs": arguments.epochs, "models": rows}
+    rows = [
+        benchmark_model(
+            architecture.parse_architecture(name, params.select(all_params, name)), settings, arguments, peak_rate
+        )
+        for name in models
+    ]
+    result = {
+        "matmul_gflops": round(peak_rate / 1e9, 1),
+        "batch_size": settings.batch_size,
+        "images_per_epoch": rows[0]["images_per_epoch"],
+        "epochs": arguments.epochs,
+        "models": rows,
+    }
     report(result, arguments.output)
 
 

@@ -37,7 +37,8 @@ def stale_reasons(status: dict, produced_paths: set[str]) -> dict[str, list[str]
                 for path, change in changes.items():
                     if isinstance(change, dict):  # params.yaml: {key: modified | new | deleted}
                         reasons.setdefault(stage, []).extend(
-                            f"parameter {key} {state}" for key, state in sorted(change.items()))
+                            f"parameter {key} {state}" for key, state in sorted(change.items())
+                        )
                     elif change in ABSENT and (kind == "changed outs" or path in produced_paths):
                         continue
                     else:
@@ -58,7 +59,8 @@ def broken_links(lock: dict) -> dict[str, list[str]]:
             if producer and producer[1] != dependency.get("md5"):
                 reasons.setdefault(stage, []).append(
                     f"dep {dependency['path']} locked as {dependency.get('md5')}, but {producer[0]} locked its "
-                    f"output as {producer[1]}: rerun `dvc repro {stage}`")
+                    f"output as {producer[1]}: rerun `dvc repro {stage}`"
+                )
     return reasons
 
 
@@ -70,8 +72,9 @@ def main() -> int:
     lock = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
     produced_paths = {output["path"] for entry in lock.get("stages", {}).values() for output in entry.get("outs", [])}
     # DVC from this interpreter's environment, whatever is on PATH.
-    completed = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True,
-                               check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=False
+    )
     if completed.returncode != 0:
         print(f"check_lock: `dvc status --json` failed: {completed.stderr.strip()}", file=sys.stderr)
         return 1
@@ -79,8 +82,11 @@ def main() -> int:
     for stage, why in broken_links(lock).items():
         reasons.setdefault(stage, []).extend(why)
     if reasons:
-        print(f"check_lock: dvc.lock is stale for {len(reasons)} stage(s); rerun `dvc repro` and commit dvc.lock "
-              "and the results:", file=sys.stderr)
+        print(
+            f"check_lock: dvc.lock is stale for {len(reasons)} stage(s); rerun `dvc repro` and commit dvc.lock "
+            "and the results:",
+            file=sys.stderr,
+        )
         for stage, why in reasons.items():
             print(f"  {stage}: {'; '.join(why)}", file=sys.stderr)
         return 1

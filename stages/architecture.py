@@ -50,8 +50,11 @@ class ArchitectureSpec:
 
     def to_dict(self) -> dict:
         """The spec as plain data, every setting spelled out (what spec.json records)."""
-        return {"name": self.name, "kernel": self.kernel,
-                "layers": [{"type": layer.type, **layer.settings} for layer in self.layers]}
+        return {
+            "name": self.name,
+            "kernel": self.kernel,
+            "layers": [{"type": layer.type, **layer.settings} for layer in self.layers],
+        }
 
 
 Shape = tuple[int, ...]
@@ -97,19 +100,25 @@ def _check_window(label: str, kind: str, window: int, padding: str, height: int,
     with the window's square for nothing (a kernel of 100 made an 80-million-parameter model).
     """
     if padding == "valid" and (window > height or window > width):
-        raise ShapeError(f"{label}: {kind} window {window}x{window} is larger than its {height}x{width} input "
-                         "feature map; use a smaller kernel or padding 'same'")
+        raise ShapeError(
+            f"{label}: {kind} window {window}x{window} is larger than its {height}x{width} input "
+            "feature map; use a smaller kernel or padding 'same'"
+        )
     largest = 2 * min(height, width) - 1
     if padding == "same" and window > largest:
-        raise ShapeError(f"{label}: {kind} window {window}x{window} is too large for its {height}x{width} input "
-                         f"feature map: with padding 'same' its outer weights would only ever see padding zeros; "
-                         f"expected a window of at most {largest}x{largest}")
+        raise ShapeError(
+            f"{label}: {kind} window {window}x{window} is too large for its {height}x{width} input "
+            f"feature map: with padding 'same' its outer weights would only ever see padding zeros; "
+            f"expected a window of at most {largest}x{largest}"
+        )
 
 
 def _parse_conv(where: str, raw: dict, default_kernel: int) -> dict:
-    return {"filters": params.typed(f"{where}.filters", raw["filters"], int, minimum=1),
-            "kernel": params.typed(f"{where}.kernel", raw.get("kernel", default_kernel), int, minimum=1),
-            "padding": _padding(where, raw)}
+    return {
+        "filters": params.typed(f"{where}.filters", raw["filters"], int, minimum=1),
+        "kernel": params.typed(f"{where}.kernel", raw.get("kernel", default_kernel), int, minimum=1),
+        "padding": _padding(where, raw),
+    }
 
 
 def _conv_shape(layer: LayerSpec, shape: Shape, label: str) -> Shape:
@@ -126,8 +135,14 @@ def _conv_flops(layer: LayerSpec, before: Shape, after: Shape) -> int:
 
 
 def _conv_layer(layer: LayerSpec, name: str, layers) -> Any:
-    return layers.Conv2D(layer["filters"], layer["kernel"], padding=layer["padding"], activation="relu",
-                         kernel_initializer="glorot_normal", name=name)
+    return layers.Conv2D(
+        layer["filters"],
+        layer["kernel"],
+        padding=layer["padding"],
+        activation="relu",
+        kernel_initializer="glorot_normal",
+        name=name,
+    )
 
 
 def _parse_pool(where: str, raw: dict, default_kernel: int) -> dict:
@@ -174,19 +189,41 @@ def _same_shape(layer: LayerSpec, shape: Shape, label: str) -> Shape:
 
 
 LAYER_TYPES: dict[str, LayerType] = {
-    "conv": LayerType(frozenset({"filters"}), frozenset({"kernel", "padding"}), _parse_conv, _conv_shape,
-                      _conv_layer, _conv_flops),
+    "conv": LayerType(
+        frozenset({"filters"}), frozenset({"kernel", "padding"}), _parse_conv, _conv_shape, _conv_layer, _conv_flops
+    ),
     "pool": LayerType(frozenset(), frozenset({"size", "padding"}), _parse_pool, _pool_shape, _pool_layer),
-    "batchnorm": LayerType(frozenset(), frozenset(), _no_settings, _same_shape,
-                           lambda layer, name, layers: layers.BatchNormalization(name=name)),
-    "dropout": LayerType(frozenset({"rate"}), frozenset(), _parse_dropout, _same_shape,
-                         lambda layer, name, layers: layers.Dropout(layer["rate"], name=name)),
-    "flatten": LayerType(frozenset(), frozenset(), _no_settings, lambda layer, shape, label: (math.prod(shape),),
-                         lambda layer, name, layers: layers.Flatten(name=name)),
-    "dense": LayerType(frozenset({"units"}), frozenset(), _parse_dense, _dense_shape,
-                       lambda layer, name, layers: layers.Dense(layer["units"], activation="relu",
-                                                                kernel_initializer="glorot_normal", name=name),
-                       lambda layer, before, after: 2 * before[0] * after[0]),
+    "batchnorm": LayerType(
+        frozenset(),
+        frozenset(),
+        _no_settings,
+        _same_shape,
+        lambda layer, name, layers: layers.BatchNormalization(name=name),
+    ),
+    "dropout": LayerType(
+        frozenset({"rate"}),
+        frozenset(),
+        _parse_dropout,
+        _same_shape,
+        lambda layer, name, layers: layers.Dropout(layer["rate"], name=name),
+    ),
+    "flatten": LayerType(
+        frozenset(),
+        frozenset(),
+        _no_settings,
+        lambda layer, shape, label: (math.prod(shape),),
+        lambda layer, name, layers: layers.Flatten(name=name),
+    ),
+    "dense": LayerType(
+        frozenset({"units"}),
+        frozenset(),
+        _parse_dense,
+        _dense_shape,
+        lambda layer, name, layers: layers.Dense(
+            layer["units"], activation="relu", kernel_initializer="glorot_normal", name=name
+        ),
+        lambda layer, before, after: 2 * before[0] * after[0],
+    ),
 }
 
 
@@ -197,8 +234,10 @@ def parse_architecture(name: str, section) -> ArchitectureSpec:
         ParamsError: an unsafe name, an unknown layer type or field, a wrong type or value.
     """
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ParamsError(f"params.yaml: architecture name {name!r} is not a safe identifier; expected lower-case "
-                          "letters, digits and '_', starting with a letter, at most 40 characters")
+        raise ParamsError(
+            f"params.yaml: architecture name {name!r} is not a safe identifier; expected lower-case "
+            "letters, digits and '_', starting with a letter, at most 40 characters"
+        )
     params.check_keys(name, section, {"kernel", "layers"})
     kernel = params.typed(f"{name}.kernel", section["kernel"], int, minimum=1)
     layers_section = section["layers"]
@@ -213,8 +252,10 @@ def _parse_layer(where: str, raw, default_kernel: int) -> LayerSpec:
         raise ParamsError(f"params.yaml: '{where}' must be a mapping with a 'type', got {raw!r}")
     layer_type = raw["type"]
     if layer_type not in LAYER_TYPES:
-        raise ParamsError(f"params.yaml: '{where}.type' is {layer_type!r}; expected one of "
-                          f"{', '.join(LAYER_TYPES)}{params.suggest(str(layer_type), list(LAYER_TYPES))}")
+        raise ParamsError(
+            f"params.yaml: '{where}.type' is {layer_type!r}; expected one of "
+            f"{', '.join(LAYER_TYPES)}{params.suggest(str(layer_type), list(LAYER_TYPES))}"
+        )
     row = LAYER_TYPES[layer_type]
     params.check_keys(where, raw, set(row.required) | {"type"}, row.optional)
     return LayerSpec(layer_type, row.parse(where, raw, default_kernel))
@@ -237,21 +278,24 @@ def output_shapes(spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_S
     return shapes
 
 
-def forward_flops(spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_SHAPE,
-                  class_count: int = artifacts.CLASS_COUNT) -> int:
+def forward_flops(
+    spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_SHAPE, class_count: int = artifacts.CLASS_COUNT
+) -> int:
     """2 x multiply-adds of every conv and dense layer, classifier included, for one image.
 
     Pooling, normalization and activations are left out: next to the convolutions they are noise.
     """
     before: Shape = tuple(input_shape)
     flops = 0
-    for layer, after in zip(spec.layers, output_shapes(spec, input_shape)):
+    for layer, after in zip(spec.layers, output_shapes(spec, input_shape), strict=True):
         flops += LAYER_TYPES[layer.type].forward_flops(layer, before, after)
         before = after
     return flops + 2 * before[0] * class_count
 
 
-def build_model(spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_SHAPE, class_count: int = artifacts.CLASS_COUNT):
+def build_model(
+    spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_SHAPE, class_count: int = artifacts.CLASS_COUNT
+):
     """Builds the uncompiled `keras.Sequential` for `spec`, after checking its shapes.
 
     Layer names are the type and its ordinal (conv_1, pool_1, dense_1, ...), so summaries and
@@ -266,6 +310,7 @@ def build_model(spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_SHA
     for layer in spec.layers:
         counts[layer.type] = counts.get(layer.type, 0) + 1
         model_layers.append(LAYER_TYPES[layer.type].keras_layer(layer, f"{layer.type}_{counts[layer.type]}", layers))
-    model_layers.append(layers.Dense(class_count, activation="softmax", kernel_initializer="glorot_normal",
-                                     name="output"))
+    model_layers.append(
+        layers.Dense(class_count, activation="softmax", kernel_initializer="glorot_normal", name="output")
+    )
     return keras.Sequential(model_layers, name=spec.name)

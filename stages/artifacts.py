@@ -27,8 +27,10 @@ CLASS_COUNT = 10
 
 def cannot_write(path: Path, error: OSError) -> WriteError:
     """The one-line error for an output that could not be written, naming the file and the cure."""
-    return WriteError(f"cannot write {path}: {error.strerror or error}; free some space or fix the "
-                      "directory's permissions, then rerun")
+    return WriteError(
+        f"cannot write {path}: {error.strerror or error}; free some space or fix the "
+        "directory's permissions, then rerun"
+    )
 
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
@@ -89,8 +91,9 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         # C order for every array; a 0-d array stays 0-d (np.ascontiguousarray would make it 1-d).
         array = np.asarray(array)
-        np.lib.format.write_array(buffer, array if array.flags.c_contiguous else np.ascontiguousarray(array),
-                                  allow_pickle=False)
+        np.lib.format.write_array(
+            buffer, array if array.flags.c_contiguous else np.ascontiguousarray(array), allow_pickle=False
+        )
         entries[f"{name}.npy"] = buffer.getvalue()
     write_bytes_atomic(path, _deterministic_zip(entries))
 
@@ -157,12 +160,16 @@ def load_keras_model(path: Path, input_shape: tuple[int, ...] = IMAGE_SHAPE):
     try:
         model = keras.saving.load_model(path, safe_mode=True)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
-                        "rerun its train stage with `dvc repro -f train@<model>`") from None
+        raise DataError(
+            f"{path}: not a loadable Keras model ({type(error).__name__}: {error}); "
+            "rerun its train stage with `dvc repro -f train@<model>`"
+        ) from None
     model_input = tuple(model.input_shape[1:])
     if model_input != tuple(input_shape):
-        raise DataError(f"{path}: the model takes inputs of shape {model_input}, expected {tuple(input_shape)} "
-                        "(28x28 grayscale); retrain it with `dvc repro -f train@<model>`")
+        raise DataError(
+            f"{path}: the model takes inputs of shape {model_input}, expected {tuple(input_shape)} "
+            "(28x28 grayscale); retrain it with `dvc repro -f train@<model>`"
+        )
     return model
 
 

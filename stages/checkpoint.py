@@ -71,16 +71,24 @@ class Checkpoints:
         except (OSError, ValueError, KeyError, TypeError):
             recorded = None
         if recorded != self.inputs_fingerprint:
-            print(f"{self.label}: discarding the checkpoint in {self.directory}: it was made from other inputs "
-                  "(command, code, params or data); training starts at epoch 1")
+            print(
+                f"{self.label}: discarding the checkpoint in {self.directory}: it was made from other inputs "
+                "(command, code, params or data); training starts at epoch 1"
+            )
             self.remove()
 
     def finished_epochs(self) -> list[Path]:
         """Complete checkpoint directories, newest first."""
         if not self.directory.is_dir():
             return []
-        return sorted((path for path in self.directory.glob(f"{EPOCH_PREFIX}*")
-                       if path.is_dir() and path.name[len(EPOCH_PREFIX):].isdigit()), reverse=True)
+        return sorted(
+            (
+                path
+                for path in self.directory.glob(f"{EPOCH_PREFIX}*")
+                if path.is_dir() and path.name[len(EPOCH_PREFIX) :].isdigit()
+            ),
+            reverse=True,
+        )
 
     def restore_latest(self, model, live_dir: Path) -> int:
         """Loads the newest readable checkpoint into `model` and `live_dir`; returns its epoch count (0: none).
@@ -98,13 +106,18 @@ class Checkpoints:
                 print(f"{self.label}: ignoring the unreadable checkpoint {path} ({error})")
                 continue
             model.optimizer.build(model.trainable_variables)
-            pairs = [(variable, arrays.get(f"{index:04d}"))
-                     for variables, arrays in ((model.variables, values), (model.optimizer.variables, optimizer_values))
-                     for index, variable in enumerate(variables)]
-            expected = {"variables": _variable_paths(model.variables),
-                        "optimizer": _variable_paths(model.optimizer.variables)}
-            if recorded != expected or any(value is None or value.shape != tuple(variable.shape)
-                                           for variable, value in pairs):
+            pairs = [
+                (variable, arrays.get(f"{index:04d}"))
+                for variables, arrays in ((model.variables, values), (model.optimizer.variables, optimizer_values))
+                for index, variable in enumerate(variables)
+            ]
+            expected = {
+                "variables": _variable_paths(model.variables),
+                "optimizer": _variable_paths(model.optimizer.variables),
+            }
+            if recorded != expected or any(
+                value is None or value.shape != tuple(variable.shape) for variable, value in pairs
+            ):
                 print(f"{self.label}: ignoring the checkpoint {path}: its variables do not match the model's")
                 continue
             for variable, value in pairs:
@@ -112,7 +125,7 @@ class Checkpoints:
             shutil.rmtree(live_dir, ignore_errors=True)
             if (path / "live").is_dir():
                 shutil.copytree(path / "live", live_dir)
-            return int(path.name[len(EPOCH_PREFIX):])
+            return int(path.name[len(EPOCH_PREFIX) :])
         return 0
 
     def save(self, model, epochs_done: int, live_dir: Path) -> None:
@@ -128,8 +141,10 @@ class Checkpoints:
         shutil.rmtree(scratch, ignore_errors=True)
         artifacts.save_npz(scratch / "variables.npz", _variable_arrays(model.variables))
         artifacts.save_npz(scratch / "optimizer.npz", _variable_arrays(model.optimizer.variables))
-        artifacts.write_json(scratch / "paths.json", {"variables": _variable_paths(model.variables),
-                                                      "optimizer": _variable_paths(model.optimizer.variables)})
+        artifacts.write_json(
+            scratch / "paths.json",
+            {"variables": _variable_paths(model.variables), "optimizer": _variable_paths(model.optimizer.variables)},
+        )
         if Path(live_dir).is_dir():
             shutil.copytree(live_dir, scratch / "live")
         shutil.rmtree(final, ignore_errors=True)

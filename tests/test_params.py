@@ -16,14 +16,17 @@ def test_misspelled_key_suggests_the_close_match():
         params.TrainParams.from_section(section)
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("epochs", "ten", r"'train.epochs' must be int, got 'ten'"),
-    ("epochs", 0, r"'train.epochs' must be in \[1, inf\], got 0"),
-    ("batch_size", -5, r"'train.batch_size' must be in \[1, inf\], got -5"),
-    ("learning_rate", 0, r"'train.learning_rate' must be in \(0, inf\), got 0"),
-    ("optimizer", "sgd", r"'train.optimizer' must be one of adam, got 'sgd'"),
-    ("seed", True, r"'train.seed' must be int, got True"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("epochs", "ten", r"'train.epochs' must be int, got 'ten'"),
+        ("epochs", 0, r"'train.epochs' must be in \[1, inf\], got 0"),
+        ("batch_size", -5, r"'train.batch_size' must be in \[1, inf\], got -5"),
+        ("learning_rate", 0, r"'train.learning_rate' must be in \(0, inf\), got 0"),
+        ("optimizer", "sgd", r"'train.optimizer' must be one of adam, got 'sgd'"),
+        ("seed", True, r"'train.seed' must be int, got True"),
+    ],
+)
 def test_wrong_train_values_name_key_value_and_expectation(key, value, message):
     section = {"epochs": 1, "batch_size": 2, "optimizer": "adam", "learning_rate": 0.1, "seed": 0} | {key: value}
     with pytest.raises(params.ParamsError, match=message):

@@ -12,8 +12,12 @@ import yaml
 from tests.conftest import run, set_params
 
 MODELS = ("conv3_pool", "conv5_pool", "conv7_pool", "conv3_dropout", "arch")
-ALL_STAGES = {"download", "prepare", "compare", *(f"{stage}@{model}" for stage in ("train", "evaluate")
-                                                   for model in MODELS)}
+ALL_STAGES = {
+    "download",
+    "prepare",
+    "compare",
+    *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in MODELS),
+}
 
 
 def stages_run(output: str) -> set[str]:
@@ -57,12 +61,18 @@ def test_repro_then_experiment_reruns_only_what_changed(tiny_project, isolated_e
     changed = {f"{path}:{key}" for path, metrics in diff.items() for key in metrics}
     assert changed and all("/arch" in change or change.endswith(".arch") for change in changed), changed
     assert "metrics/test_accuracy.json:test_accuracy.arch" in changed
-    assert diff["metrics/train/arch/metrics.json"]["parameters"]["new"] != \
-        diff["metrics/train/arch/metrics.json"]["parameters"]["old"]
+    assert (
+        diff["metrics/train/arch/metrics.json"]["parameters"]["new"]
+        != diff["metrics/train/arch/metrics.json"]["parameters"]["old"]
+    )
 
     plots = json.loads(run(["dvc", "plots", "show", "--json"], tiny_project, environment).stdout)
-    assert {"conv3_pool loss per epoch", "arch accuracy per epoch", "plots/confusion/arch.csv",
-            "plots/weights/conv7_pool.png"} <= set(plots["data"])
+    assert {
+        "conv3_pool loss per epoch",
+        "arch accuracy per epoch",
+        "plots/confusion/arch.csv",
+        "plots/weights/conv7_pool.png",
+    } <= set(plots["data"])
     assert not plots.get("errors")
 
 
@@ -75,8 +85,10 @@ def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_projec
     failed = run(["dvc", "repro", "train@conv3_pool"], tiny_project, isolated_environment, check=False)
     assert failed.returncode != 0
     # 28 -> conv 9x9 -> 20 -> pool -> 10 -> conv 9x9 -> 2 -> pool -> 1: the third conv cannot fit.
-    assert ("train: error: model 'conv3_pool', layer 4 (conv): conv window 9x9 is larger than its 1x1 input "
-            "feature map; use a smaller kernel or padding 'same'") in failed.stderr
+    assert (
+        "train: error: model 'conv3_pool', layer 4 (conv): conv window 9x9 is larger than its 1x1 input "
+        "feature map; use a smaller kernel or padding 'same'"
+    ) in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (tiny_project / "models/conv3_pool").exists()
 
@@ -117,11 +129,14 @@ def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_env
 
     experiments = experiments_by_kernel(tiny_project, environment)
     assert sorted(experiments) == [2, 5]
-    arch_parameters = {kernel: metrics["metrics/train/arch/metrics.json"]["parameters"]
-                       for kernel, metrics in experiments.items()}
+    arch_parameters = {
+        kernel: metrics["metrics/train/arch/metrics.json"]["parameters"] for kernel, metrics in experiments.items()
+    }
     assert arch_parameters[2] != arch_parameters[5]
-    study_accuracy = {kernel: metrics["metrics/test_accuracy.json"]["test_accuracy"]["conv3_pool"]
-                      for kernel, metrics in experiments.items()}
+    study_accuracy = {
+        kernel: metrics["metrics/test_accuracy.json"]["test_accuracy"]["conv3_pool"]
+        for kernel, metrics in experiments.items()
+    }
     assert study_accuracy[2] == study_accuracy[5]
 
 
@@ -134,13 +149,26 @@ def test_fashion_mnist_through_params_only(tiny_project, isolated_environment):
     set_params(tiny_project / "params.yaml", {"data.source": "idx_dir", "data.idx_dir": str(FASHION_MNIST_DIRECTORY)})
     run(["dvc", "repro", "evaluate@arch"], tiny_project, isolated_environment)
     confusion = (tiny_project / "plots/confusion/arch.csv").read_text().splitlines()
-    fashion_classes = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                       "Ankle boot"}
+    fashion_classes = {
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    }
     assert confusion[1].split(",")[0] == "Ankle boot"  # Fashion-MNIST's first test image
     assert {row.split(",")[0] for row in confusion[1:]} <= fashion_classes
     samples = json.loads((tiny_project / "metrics/predictions/arch.json").read_text())["samples"]
     assert {sample["label"] for sample in samples} <= fashion_classes
-    predicted = run([sys.executable, "-m", "stages.predict", "--model", "arch", "--test-index", "0"], tiny_project,
-                    isolated_environment).stdout
+    predicted = run(
+        [sys.executable, "-m", "stages.predict", "--model", "arch", "--test-index", "0"],
+        tiny_project,
+        isolated_environment,
+    ).stdout
     assert predicted.startswith("test image 0 (true: Ankle boot): ")
     assert len([name for name in fashion_classes if name in predicted.split("): ")[1]]) == 3

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from stages import architecture, artifacts, download, params, predict, prepare, train
 
@@ -19,8 +19,9 @@ def rendered_digit(digit: str, size: int = 280, ink: int = 20, paper: int = 245)
 
     figure = plt.figure(figsize=(size / 100, size / 100), dpi=100)
     figure.patch.set_facecolor(str(paper / 255))
-    figure.text(0.5, 0.5, digit, fontsize=size * 0.55, ha="center", va="center", color=str(ink / 255),
-                fontweight="bold")
+    figure.text(
+        0.5, 0.5, digit, fontsize=size * 0.55, ha="center", va="center", color=str(ink / 255), fontweight="bold"
+    )
     figure.canvas.draw()
     image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
     plt.close(figure)
@@ -72,24 +73,48 @@ def trained_models_dir(tmp_path_factory, mnist_idx_files):
 
 
 # Digits whose printed shape is close to a handwritten one (a printed 1 has serifs MNIST's lack), at three sizes.
-DRAWN_DIGITS = (("0", 90), ("2", 200), ("3", 500), ("4", 200), ("5", 150), ("6", 120), ("7", 280), ("8", 200),
-                ("9", 240))
+DRAWN_DIGITS = (
+    ("0", 90),
+    ("2", 200),
+    ("3", 500),
+    ("4", 200),
+    ("5", 150),
+    ("6", 120),
+    ("7", 280),
+    ("8", 200),
+    ("9", 240),
+)
 
 
 def run_predict(root, *arguments) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stages.predict", "--models-dir", str(root / "models"),
-                           "--test-data", str(root / "data/prepared/test.npz"), *arguments],
-                          capture_output=True, text=True, check=False,
-                          env={"PYTHONPATH": str(predict.Path(predict.__file__).parents[1]), "PATH": ""})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.predict",
+            "--models-dir",
+            str(root / "models"),
+            "--test-data",
+            str(root / "data/prepared/test.npz"),
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(predict.Path(predict.__file__).parents[1]), "PATH": ""},
+    )
 
 
 def test_predicts_the_study_sample_test_images(trained_models_dir):
     completed = run_predict(trained_models_dir, "--model", "conv3_pool", "--test-index", "500", "1500", "2500")
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["test image 500 (true", "test image 1500 (true",
-                                                      "test image 2500 (true"]
-    for line, digit in zip(lines, "372"):
+    assert [line.split(":")[0] for line in lines] == [
+        "test image 500 (true",
+        "test image 1500 (true",
+        "test image 2500 (true",
+    ]
+    for line, digit in zip(lines, "372", strict=True):
         top_class = line.rsplit(": ", 1)[1].split(" ")[0]
         assert f"(true: {digit})" in line and top_class == digit
         assert len(line.split(", ")) == 3  # the top three classes

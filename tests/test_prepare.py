@@ -6,11 +6,13 @@ from stages import prepare
 
 def raw_arrays(count: int = 10) -> dict:
     generator = np.random.default_rng(0)
-    return {"x_train": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-            "y_train": (np.arange(count) % 10).astype(np.uint8),
-            "x_test": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
-            "y_test": (np.arange(count)[::-1] % 10).astype(np.uint8),
-            "class_names": np.array([str(digit) for digit in range(10)])}
+    return {
+        "x_train": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
+        "y_train": (np.arange(count) % 10).astype(np.uint8),
+        "x_test": generator.integers(0, 256, (count, 28, 28), dtype=np.uint8),
+        "y_test": (np.arange(count)[::-1] % 10).astype(np.uint8),
+        "class_names": np.array([str(digit) for digit in range(10)]),
+    }
 
 
 def test_normalize_scales_to_unit_interval_with_channel_axis():

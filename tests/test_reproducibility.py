@@ -18,8 +18,11 @@ CHECK_LOCK = [sys.executable, str(PROJECT_ROOT / "scripts" / "check_lock.py")]
 def locked_hashes(project: Path) -> dict[str, str]:
     """Every output hash in dvc.lock, by stage and path."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return {f"{stage}:{output['path']}": output["md5"] for stage, entry in lock["stages"].items()
-            for output in entry.get("outs", [])}
+    return {
+        f"{stage}:{output['path']}": output["md5"]
+        for stage, entry in lock["stages"].items()
+        for output in entry.get("outs", [])
+    }
 
 
 def commit_all(project: Path, environment: dict, message: str) -> None:
@@ -37,8 +40,9 @@ def test_forced_rerun_gives_byte_identical_outputs(reproduced_project, isolated_
 
 
 @pytest.mark.pipeline
-def test_lock_check_passes_on_a_consistent_clone_and_names_stale_stages(reproduced_project, isolated_environment,
-                                                                        tmp_path):
+def test_lock_check_passes_on_a_consistent_clone_and_names_stale_stages(
+    reproduced_project, isolated_environment, tmp_path
+):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(reproduced_project), str(clone)], tmp_path, isolated_environment)
     passed = run(CHECK_LOCK, clone, isolated_environment)
@@ -84,8 +88,12 @@ def free_port() -> int:
 def s3_endpoint(isolated_environment):
     """A real S3-compatible server (moto's server mode) on loopback, with a bucket; yields its URL."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=isolated_environment)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=isolated_environment,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -97,8 +105,13 @@ def s3_endpoint(isolated_environment):
                 time.sleep(0.2)
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test-key",
-                     aws_secret_access_key="test-secret").create_bucket(Bucket="study")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test-key",
+            aws_secret_access_key="test-secret",
+        ).create_bucket(Bucket="study")
         yield endpoint
     finally:
         server.terminate()
@@ -106,11 +119,15 @@ def s3_endpoint(isolated_environment):
 
 
 @pytest.mark.pipeline
-def test_push_to_s3_then_a_fresh_clone_pulls_everything(reproduced_project, isolated_environment, s3_endpoint,
-                                                        tmp_path):
+def test_push_to_s3_then_a_fresh_clone_pulls_everything(
+    reproduced_project, isolated_environment, s3_endpoint, tmp_path
+):
     # Credentials come from the environment only; the committed config holds the bucket and endpoint.
-    environment = isolated_environment | {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret",
-                                          "AWS_DEFAULT_REGION": "us-east-1"}
+    environment = isolated_environment | {
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     project = reproduced_project
     run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
     run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
@@ -122,8 +139,12 @@ def test_push_to_s3_then_a_fresh_clone_pulls_everything(reproduced_project, isol
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path, environment)
     assert not (clone / "models").exists()
     run(["dvc", "pull"], clone, environment)
-    for path in ("data/raw/mnist.npz", "data/prepared/test.npz", "models/arch/model.keras",
-                 "models/conv3_dropout/spec.json"):
+    for path in (
+        "data/raw/mnist.npz",
+        "data/prepared/test.npz",
+        "models/arch/model.keras",
+        "models/conv3_dropout/spec.json",
+    ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, environment).stdout
     assert "Running stage" not in run(["dvc", "repro"], clone, environment).stdout
