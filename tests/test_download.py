@@ -3,14 +3,15 @@ import gzip
 import hashlib
 import http.server
 import io
-import pathlib
 import tarfile
 import threading
 
 import numpy as np
 import pytest
 
-from stages import artifacts, cli, download, params
+from stages import artifacts, download
+from stages.errors import DataError, ParamsError, SourceError
+from tests.conftest import project_params
 
 
 def test_real_npm_package_matches_pinned_digests(mnist_idx_files):
@@ -30,9 +31,9 @@ def test_checksum_mismatch_stops_naming_the_file(mnist_idx_files):
     corrupted = bytearray(altered["t10k-labels-idx1-ubyte"])
     corrupted[100] ^= 0xFF
     altered["t10k-labels-idx1-ubyte"] = bytes(corrupted)
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: SHA-256 [0-9a-f]{64}, expected ff7bcfd4"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: SHA-256 [0-9a-f]{64}, expected ff7bcfd4"):
         download.arrays_from_idx_files(altered, "npm", dataset=download.MNIST)
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte \(known datasets: mnist, fashion-mnist\): SHA-256"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte \(known datasets: mnist, fashion-mnist\): SHA-256"):
         download.arrays_from_idx_files(altered, "directory")
 
 
@@ -61,7 +62,7 @@ def test_npm_tarball_members_are_read_by_exact_name_only(tmp_path, mnist_idx_fil
 def test_npm_tarball_with_an_unsafe_member_is_refused_and_nothing_is_written(tmp_path, unsafe_name):
     tarball = tmp_path / "package.tgz"
     write_tarball(tarball, [(unsafe_name, b"outside")])
-    with pytest.raises(ValueError, match=r"package.tgz: unsafe member path .*evil.* refusing the archive"):
+    with pytest.raises(DataError, match=r"package.tgz: unsafe member path .*evil.* refusing the archive"):
         download.read_npm_tarball(tarball)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["package.tgz"]
     assert not (tmp_path.parent / "evil").exists()
@@ -71,7 +72,7 @@ def test_npm_tarball_missing_a_member_is_an_error(tmp_path):
     tarball = tmp_path / "package.tgz"
     with tarfile.open(tarball, "w:gz"):
         pass
-    with pytest.raises(ValueError, match="missing t10k-images-idx3-ubyte"):
+    with pytest.raises(DataError, match="missing t10k-images-idx3-ubyte"):
         download.read_npm_tarball(tarball)
 
 
@@ -113,26 +114,33 @@ def test_url_source_gives_identical_arrays(tmp_path, served_directory, mnist_idx
 
 def test_url_source_rejects_wrong_digest_and_missing_file(tmp_path, served_directory):
     (tmp_path / "page.npz").write_bytes(b"<html>not found</html>")
-    with pytest.raises(ValueError, match="SHA-256 .* expected 0000"):
+    with pytest.raises(DataError, match="SHA-256 .* expected 0000"):
         download.load_from_url(f"{served_directory}/page.npz", "0" * 64)
-    with pytest.raises(cli.StageError, match="download failed .*404"):
+    with pytest.raises(SourceError, match="download failed .*404"):
         download.load_from_url(f"{served_directory}/absent.npz", "0" * 64)
 
 
 def test_unknown_source_is_rejected_with_suggestion():
-    section = params.load_params()["data"] | {"source": "npn"}
+    section = project_params()["data"] | {"source": "npn"}
     with pytest.raises(
-        params.ParamsError,
+        ParamsError,
         match=r"'data.source' must be one of npm, url, idx_dir, got 'npn' "
         r"\(did you mean 'npm'\?\)",
     ):
         download.DownloadParams.from_section(section)
 
 
-FASHION_MNIST_DIRECTORY = pathlib.Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.mark.skipif(not FASHION_MNIST_DIRECTORY.is_dir(), reason="needs Debian's dataset-fashion-mnist")
-def test_fashion_mnist_directory_is_identified_with_its_class_names():
-    arrays = download.arrays_from_idx_files(download.read_idx_directory(FASHION_MNIST_DIRECTORY), "fashion")
+def test_fashion_mnist_idx_directory_is_identified_with_its_class_names(fashion_mnist_idx_directory):
+    arrays = download.arrays_from_idx_files(download.read_idx_directory(fashion_mnist_idx_directory), "fashion")
     assert arrays["class_names"][9] == "Ankle boot" and arrays["x_train"].shape == (60000, 28, 28)
+
+
+def test_a_directory_mixing_two_datasets_is_named_as_such(fashion_mnist_idx_directory, mnist_idx_files):
+    files = download.read_idx_directory(fashion_mnist_idx_directory)
+    files["t10k-labels-idx1-ubyte"] = mnist_idx_files["t10k-labels-idx1-ubyte"]
+    with pytest.raises(
+        DataError,
+        match=r"dir: the four files belong to different datasets \(.*t10k-labels-idx1-ubyte "
+        r"from mnist.*; expected one complete set",
+    ):
+        download.arrays_from_idx_files(files, "dir")

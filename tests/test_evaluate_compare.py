@@ -1,7 +1,13 @@
+"""The evaluate stage's numbers and the comparison's statistics, checked against values computed independently."""
+
+import math
+
 import numpy as np
 import pytest
 
-from stages import architecture, compare, evaluate, params
+from stages import architecture, compare, evaluate
+from stages.errors import ParamsError
+from tests.conftest import project_params
 
 
 def test_sample_predictions_report_label_class_and_probability():
@@ -14,7 +20,7 @@ def test_sample_predictions_report_label_class_and_probability():
 
 
 def test_sample_index_past_the_test_set_is_named():
-    with pytest.raises(ValueError, match="index 2500 is past the 300 test images"):
+    with pytest.raises(ParamsError, match="index 2500 is past the 300 test images"):
         evaluate.sample_predictions(np.zeros((300, 10)), np.zeros(300, dtype=int), (2500,), list("0123456789"))
 
 
@@ -28,19 +34,137 @@ def test_confusion_csv_has_one_row_per_image():
     )
 
 
-def test_comparison_rows_carry_study_figures_and_differences():
-    spec = architecture.parse_architecture("conv3_pool", params.load_params()["architectures"]["conv3_pool"])
-    train_metrics = {
-        "parameters": 87914,
-        "train": {"loss": 0.03, "accuracy": 0.99},
-        "eval": {"loss": 0.05, "accuracy": 0.985},
-    }
-    row = compare.model_row(spec, train_metrics, {"test": {"loss": 0.04, "accuracy": 0.9873}})
-    assert row["architecture"] == "3 conv, 3 maxpool" and row["kernel"] == "3x3"
-    assert row["difference"]["test_accuracy"] == pytest.approx(0.001)
-    table = compare.markdown_table({"conv3_pool": row})
-    assert (
-        "| **conv3_pool** | 3 conv, 3 maxpool | 3x3 | 0.0300 | 0.0500 | 0.0400 | 0.9900 | 0.9850 | 0.9873 | "
-        "87,914 |" in table
+def test_one_pass_of_predictions_gives_what_keras_evaluate_gives():
+    import keras
+
+    generator = np.random.default_rng(0)
+    images = generator.random((300, 28, 28, 1), dtype=np.float32)
+    labels = np.eye(10, dtype=np.float32)[generator.integers(0, 10, 300)]
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile(loss="categorical_crossentropy", metrics=["accuracy"])
+    expected_loss, expected_accuracy = model.evaluate(images, labels, batch_size=100, verbose=0)
+    loss, accuracy = evaluate.loss_and_accuracy(labels, model.predict(images, batch_size=100, verbose=0))
+    assert loss == pytest.approx(expected_loss, rel=1e-5) and accuracy == pytest.approx(expected_accuracy)
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def test_identical_samples_differ_by_zero_with_p_one():
+    runs = [0.9851, 0.9862, 0.9857]
+    result = compare.welch(runs, list(runs))
+    assert result["difference"] == 0 and result["p_value"] == pytest.approx(1.0)
+    assert result["interval"][0] < 0 < result["interval"][1]
+    constant = compare.welch([0.99, 0.99], [0.99, 0.99])
+    assert constant == {"difference": 0.0, "interval": (0.0, 0.0), "p_value": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "statistic", "degrees", "p_value"),
+    [
+        # Wikipedia, "Welch's t-test", examples 1 and 2:
+        # t = -2.46, df = 24.99, p = 0.021; t = -1.57, df = 9.9, p = 0.149.
+        (
+            [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4],
+            [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4],
+            -2.46, 24.99, 0.021,
+        ),
+        (
+            [17.2, 20.9, 22.6, 18.1, 21.7, 21.4, 23.5, 24.2, 14.7, 21.8],
+            [21.5, 22.8, 21.0, 23.0, 21.6, 23.6, 22.5, 20.7, 23.4, 21.8, 20.7, 21.7, 21.5, 22.5, 23.6, 21.5, 22.5,
+             23.5, 21.5, 21.8],
+            -1.57, 9.9, 0.149,
+        ),
+    ],
+)  # fmt: skip
+def test_welch_gives_the_textbook_values_and_the_formula_agrees(first, second, statistic, degrees, p_value):
+    result = compare.welch(first, second)
+    assert result["p_value"] == pytest.approx(p_value, abs=0.0005)
+    # Welch's formula by hand: standard error, Welch-Satterthwaite degrees of freedom, two-sided t tail.
+    from scipy import stats
+
+    variances = [np.var(sample, ddof=1) / len(sample) for sample in (first, second)]
+    error = math.sqrt(sum(variances))
+    df = sum(variances) ** 2 / sum(variance**2 / (len(sample) - 1) for variance, sample in
+                                   zip(variances, (first, second), strict=True))  # fmt: skip
+    t = (np.mean(first) - np.mean(second)) / error
+    assert t == pytest.approx(statistic, abs=0.005) and df == pytest.approx(degrees, abs=0.05)
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
+    half_width = stats.t.ppf(0.975, df) * error
+    assert result["interval"] == pytest.approx((t * error - half_width, t * error + half_width), rel=1e-9)
+
+
+def test_holm_matches_the_textbook_example():
+    # Wikipedia, "Holm-Bonferroni method": p = 0.01, 0.04, 0.03, 0.005 at 0.05 rejects the first and the fourth.
+    adjusted = compare.holm([0.01, 0.04, 0.03, 0.005])
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [p < 0.05 for p in adjusted] == [True, False, False, True]
+    assert compare.holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_mean_interval_is_students_t_interval():
+    values = [0.985, 0.987, 0.989]
+    # t(0.975, 2) = 4.303 from any t-table; s = 0.002.
+    low, high = compare.mean_interval(values)
+    assert (low, high) == pytest.approx((0.987 - 4.3027 * 0.002 / math.sqrt(3), 0.987 + 4.3027 * 0.002 / math.sqrt(3)))
+    assert compare.mean_interval([0.98]) is None
+
+
+def test_verdicts_name_the_better_model_or_say_it_cannot_tell():
+    assert compare.verdict("a", "b", -0.004, 0.012, 3) == "b > a (p = 0.012)"
+    assert compare.verdict("a", "b", 0.001, 0.4, 3) == "not distinguishable with 3 seeds (p = 0.4)"
+
+
+SPEC = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"]).to_dict()
+
+
+def run(test_accuracy: float, train_accuracy: float = 0.99) -> dict:
+    return {"train_loss": 0.03, "val_loss": 0.05, "test_loss": 0.04, "train_accuracy": train_accuracy,
+            "val_accuracy": 0.985, "test_accuracy": test_accuracy}  # fmt: skip
+
+
+def test_model_summary_has_spread_interval_and_the_study_inside_or_outside():
+    study = {"test_accuracy": 0.9863, "parameters": 87914} | {column: 0.5 for column in compare.METRIC_COLUMNS[:-1]}
+    summary = compare.model_summary(SPEC, [run(0.985), run(0.987), run(0.989)], 87914, study)
+    assert summary["architecture"] == "3 conv, 3 maxpool" and summary["kernel"] == "3x3"
+    accuracy = summary["metrics"]["test_accuracy"]
+    assert (accuracy["n"], accuracy["mean"], accuracy["min"], accuracy["max"]) == (
+        3,
+        pytest.approx(0.987),
+        0.985,
+        0.989,
     )
-    assert "| difference | | | +0.0002 | +0.0010 | -0.0068 | -0.0002 | -0.0008 | +0.0010 | |" in table
+    assert accuracy["sd"] == pytest.approx(0.002)
+    assert summary["study_test_accuracy_in_range"] is True and summary["study_test_accuracy_in_interval"] is True
+    outside = compare.model_summary(SPEC, [run(0.990), run(0.991)], 87914, study)
+    assert outside["study_test_accuracy_in_range"] is False
+
+
+def test_a_single_seed_gives_no_spread_and_no_pairs():
+    models = {name: compare.model_summary(SPEC, [run(0.98)], 1, None) for name in ("a", "b")}
+    assert models["a"]["metrics"]["test_accuracy"]["sd"] is None and models["a"]["test_accuracy_interval"] is None
+    assert compare.pairwise(models) == []
+    assert compare.narrow_summary(models) == {"test_accuracy": {"a": 0.98, "b": 0.98}}
+    assert "| **a** | 3 conv, 3 maxpool | 3x3 | 1 | 0.0300 |" in compare.markdown_table(models, [])
+
+
+def test_pairs_are_holm_corrected_and_tabled():
+    models = {
+        "low": compare.model_summary(SPEC, [run(0.980), run(0.981), run(0.982)], 1, None),
+        "high": compare.model_summary(SPEC, [run(0.990), run(0.991), run(0.992)], 1, None),
+        "same": compare.model_summary(SPEC, [run(0.980), run(0.981), run(0.982)], 1, None),
+    }
+    pairs = compare.pairwise(models)
+    assert [(pair["first"], pair["second"]) for pair in pairs] == [("low", "high"), ("low", "same"), ("high", "same")]
+    raw = [pair["p_value"] for pair in pairs]
+    assert [pair["p_holm"] for pair in pairs] == compare.holm(raw)
+    assert pairs[0]["verdict"].startswith("high > low (p = ") and pairs[1]["verdict"].startswith("not distinguishable")
+    table = compare.markdown_table(models, pairs)
+    assert "| **low** | 3 conv, 3 maxpool | 3x3 | 3 | 0.0300 ± 0.0000 |" in table
+    assert "| low | high | -0.0100 |" in table
+    assert compare.narrow_summary(models)["test_accuracy_sd"] == {"low": 0.001, "high": 0.001, "same": 0.001}
+
+
+def test_kernel_label_names_overrides():
+    spec = architecture.parse_architecture("conv7_pool", project_params()["conv7_pool"]).to_dict()
+    assert compare.kernel_label(spec) == "2x2, 5x5 in 2 of 7 convs"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from stages import idx
+from stages.errors import DataError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -23,19 +24,19 @@ def test_parses_images_and_labels():
 
 def test_truncated_file_is_rejected_with_sizes():
     payload = idx_bytes(np.zeros((2, 3, 4), dtype=np.uint8))[:-5]
-    with pytest.raises(ValueError, match=r"images: 35 bytes, expected 40 for dimensions \(2, 3, 4\)"):
+    with pytest.raises(DataError, match=r"images: 35 bytes, expected 40 for dimensions \(2, 3, 4\)"):
         idx.parse_idx(payload, "images")
 
 
 def test_wrong_magic_number_is_rejected():
     payload = b"\x1f\x8b\x08\x00" + bytes(20)
-    with pytest.raises(ValueError, match="bad IDX magic number 0x1f8b0800"):
+    with pytest.raises(DataError, match="bad IDX magic number 0x1f8b0800"):
         idx.parse_idx(payload, "labels")
 
 
 def test_wrong_type_code_is_rejected():
     payload = bytes([0, 0, 0x0D, 1]) + struct.pack(">I", 1) + bytes(4)
-    with pytest.raises(ValueError, match="type code 0x0d"):
+    with pytest.raises(DataError, match="type code 0x0d"):
         idx.parse_idx(payload, "floats")
 
 

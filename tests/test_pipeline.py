@@ -2,87 +2,148 @@
 
 import json
 import re
+import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import run, set_params
+from tests.conftest import PROJECT_ROOT, project_params, run, set_params
 
-MODELS = ("conv3_pool", "conv5_pool", "conv7_pool", "conv3_dropout", "arch")
-ALL_STAGES = {
-    "download",
-    "prepare",
-    "compare",
-    *(f"{stage}@{model}" for stage in ("train", "evaluate") for model in MODELS),
-}
+MODELS = tuple(project_params()["models"])
 
 
 def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def pairs(seeds, models=MODELS) -> set[str]:
+    return {f"{stage}@{model}-{seed}" for stage in ("train", "evaluate") for model in models for seed in seeds}
+
+
+def test_the_model_registry_names_exactly_the_models_in_params():
+    artifacts = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert sorted(artifacts) == sorted(name.replace("_", "-") for name in MODELS)
+    assert all(artifacts[name.replace("_", "-")]["path"] == f"models/{name}" for name in MODELS)
+
+
+def test_two_seeds_give_one_stage_per_model_and_seed(tiny_project, isolated_environment):
+    set_params(tiny_project / "params.yaml", {"train.seeds": [1, 2]})
+    listed = run(["dvc", "stage", "list", "--name-only"], tiny_project, isolated_environment).stdout.split()
+    assert set(listed) == {"download", "prepare", "compare"} | pairs([1, 2])
+
+
 @pytest.mark.pipeline
 def test_repro_then_experiment_reruns_only_what_changed(tiny_project, isolated_environment):
     environment = isolated_environment
     first = run(["dvc", "repro"], tiny_project, environment)
-    assert stages_run(first.stdout) == ALL_STAGES
+    assert stages_run(first.stdout) == {"download", "prepare", "compare"} | pairs([1])
+    assert "train@arch-1: 186,218 parameters, " in first.stdout and " GFLOP per epoch (limit 100,000)" in first.stdout
 
     comparison = json.loads((tiny_project / "metrics/comparison.json").read_text())
-    assert sorted(comparison) == sorted(MODELS)
-    assert comparison["conv3_dropout"]["parameters"] == 1_562_474
-    assert "study" in comparison["conv3_pool"] and "study" not in comparison["arch"]
+    assert sorted(comparison["models"]) == sorted(MODELS) and comparison["seeds"] == [1]
+    assert comparison["models"]["conv3_dropout"]["parameters"] == 1_562_474
+    assert "study" in comparison["models"]["conv3_pool"] and "study" not in comparison["models"]["arch"]
     for model in MODELS:
-        assert 0.0 <= comparison[model]["test_accuracy"] <= 1.0
-        history = (tiny_project / f"metrics/train/{model}/plots/metrics/eval/loss.tsv").read_text().splitlines()
+        assert 0.0 <= comparison["models"][model]["metrics"]["test_accuracy"]["mean"] <= 1.0
+        live = tiny_project / f"metrics/train/{model}/seed-1/plots/metrics/eval/loss.tsv"
+        history = live.read_text().splitlines()
         assert history[0] == "step\tloss" and len(history) == 2  # one epoch
-        assert (tiny_project / f"plots/weights/{model}.png").read_bytes().startswith(b"\x89PNG")
-        confusion = (tiny_project / f"plots/confusion/{model}.csv").read_text().splitlines()
+        assert (tiny_project / f"plots/weights/{model}/seed-1.png").read_bytes().startswith(b"\x89PNG")
+        confusion = (tiny_project / f"plots/confusion/{model}/seed-1.csv").read_text().splitlines()
         assert confusion[0] == "actual,predicted" and len(confusion) == 301
     assert "| **conv3_pool** |" in (tiny_project / "metrics/comparison.md").read_text()
 
     # Data and models live in the DVC cache, not in git: nothing generated is left untracked.
     run(["git", "add", "-A"], tiny_project, environment)
     tracked = run(["git", "ls-files"], tiny_project, environment).stdout.split()
-    assert not [path for path in tracked if path.startswith(("data/", "models/"))]
+    assert not [path for path in tracked if path.startswith(("data/", "models/", "metrics/predictions/seed"))]
     run(["git", "commit", "-qm", "tiny run"], tiny_project, environment)
 
     second = run(["dvc", "repro"], tiny_project, environment)
     assert stages_run(second.stdout) == set()
 
     experiment = run(["dvc", "exp", "run", "-S", "arch.kernel=5"], tiny_project, environment)
-    assert stages_run(experiment.stdout) == {"train@arch", "evaluate@arch", "compare"}
-    spec = json.loads((tiny_project / "models/arch/spec.json").read_text())
-    assert spec["architecture"]["kernel"] == 5
+    assert stages_run(experiment.stdout) == {"train@arch-1", "evaluate@arch-1", "compare"}
+    spec = json.loads((tiny_project / "models/arch/seed-1/spec.json").read_text())
+    assert spec["architecture"]["kernel"] == 5 and spec["train"]["seed"] == 1
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_project, environment).stdout)
     changed = {f"{path}:{key}" for path, metrics in diff.items() for key in metrics}
-    assert changed and all("/arch" in change or change.endswith(".arch") for change in changed), changed
+    assert changed and all("/arch/" in change or change.endswith(".arch") for change in changed), changed
     assert "metrics/test_accuracy.json:test_accuracy.arch" in changed
-    assert (
-        diff["metrics/train/arch/metrics.json"]["parameters"]["new"]
-        != diff["metrics/train/arch/metrics.json"]["parameters"]["old"]
-    )
+    arch_train = diff["metrics/train/arch/seed-1/metrics.json"]["parameters"]
+    assert arch_train["new"] != arch_train["old"]
 
     plots = json.loads(run(["dvc", "plots", "show", "--json"], tiny_project, environment).stdout)
     assert {
-        "conv3_pool loss per epoch",
-        "arch accuracy per epoch",
-        "plots/confusion/arch.csv",
-        "plots/weights/conv7_pool.png",
+        "metrics/train/conv3_pool/seed-1/plots/metrics/eval/loss.tsv",
+        "plots/confusion/arch/seed-1.csv",
+        "plots/weights/conv7_pool/seed-1.png",
     } <= set(plots["data"])
     assert not plots.get("errors")
 
 
 @pytest.mark.pipeline
+def test_a_revisited_experiment_is_restored_from_the_run_cache(reproduced_project, isolated_environment):
+    project, environment = reproduced_project, isolated_environment
+    committed = (project / "models/arch/seed-1/model.keras").read_bytes()
+    run(["dvc", "exp", "run", "-S", "arch.kernel=5"], project, environment)
+    assert (project / "models/arch/seed-1/model.keras").read_bytes() != committed
+    back = run(["dvc", "exp", "run", "-S", "arch.kernel=3"], project, environment)
+    assert "Stage 'train@arch-1' is cached - skipping run, checking out outputs" in back.stdout
+    assert "Stage 'evaluate@arch-1' is cached - skipping run, checking out outputs" in back.stdout
+    assert stages_run(back.stdout) == {"compare"}  # compare writes plain outputs; it is cheap and reruns
+    assert (project / "models/arch/seed-1/model.keras").read_bytes() == committed
+    assert list((project / ".dvc/cache/runs").rglob("*")), "no run-cache entries were saved"
+
+
+@pytest.mark.pipeline
+def test_more_seeds_train_only_the_new_pairs_and_one_seed_restores(reproduced_project, isolated_environment):
+    project, environment = reproduced_project, isolated_environment
+    # The README's commands. prepare reruns too: it checks train.seeds before any training (dvc.yaml),
+    # and writes the same bytes, so nothing downstream of it reruns.
+    more = run(["dvc", "exp", "run", "-S", "train.seeds=[1,2]"], project, environment)
+    assert stages_run(more.stdout) == {"prepare", "compare"} | pairs([2])
+    summary = json.loads((project / "metrics/test_accuracy.json").read_text())
+    assert sorted(summary) == ["test_accuracy", "test_accuracy_sd"] and sorted(summary["test_accuracy_sd"]) == sorted(
+        MODELS
+    )
+    assert "| first | second | difference |" in (project / "metrics/comparison.md").read_text()
+
+    # A change to one model's spec retrains that model's seeds only.
+    set_params(project / "params.yaml", {"conv5_pool.layers[0].filters": 8})
+    spec_change = run(["dvc", "repro"], project, environment)
+    assert stages_run(spec_change.stdout) == {"compare"} | pairs([1, 2], models=["conv5_pool"])
+
+    # Back to the committed params with one seed: everything comes from the cache.
+    run(["git", "checkout", "params.yaml"], project, environment)
+    single = run(["dvc", "exp", "run", "-S", "train.seeds=[1]"], project, environment)
+    assert stages_run(single.stdout) <= {"prepare", "compare"}
+    assert "test_accuracy_sd" not in json.loads((project / "metrics/test_accuracy.json").read_text())
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [
+        ([], r"'train.seeds' is \[\]; expected a non-empty list of distinct non-negative integers"),
+        ([1, 1], r"'train.seeds' repeats 1 in \[1, 1\]"),
+    ],
+)
+def test_a_bad_seed_list_stops_before_any_training(tiny_project, isolated_environment, seeds, message):
+    set_params(tiny_project / "params.yaml", {"train.seeds": seeds})
+    failed = run(["dvc", "repro"], tiny_project, isolated_environment, check=False)
+    assert failed.returncode != 0
+    assert re.search(r"prepare: error: params.yaml: " + message, failed.stderr), failed.stderr
+    assert "Running stage 'train@" not in failed.stdout and not (tiny_project / "models").exists()
+
+
+@pytest.mark.pipeline
 def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_project, isolated_environment):
-    params_path = tiny_project / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    params["architectures"]["conv3_pool"]["kernel"] = 9
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    failed = run(["dvc", "repro", "train@conv3_pool"], tiny_project, isolated_environment, check=False)
+    set_params(tiny_project / "params.yaml", {"conv3_pool.kernel": 9})
+    failed = run(["dvc", "repro", "train@conv3_pool-1"], tiny_project, isolated_environment, check=False)
     assert failed.returncode != 0
     # 28 -> conv 9x9 -> 20 -> pool -> 10 -> conv 9x9 -> 2 -> pool -> 1: the third conv cannot fit.
     assert (
@@ -91,6 +152,20 @@ def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_projec
     ) in failed.stderr
     assert "Traceback" not in failed.stderr
     assert not (tiny_project / "models/conv3_pool").exists()
+
+
+@pytest.mark.pipeline
+def test_a_spec_that_would_train_for_hours_is_refused_before_training(tiny_project, isolated_environment):
+    # A typo of 9600 filters for 96: 44 times the cost of the tiny run, over a limit of 100 GFLOP.
+    set_params(tiny_project / "params.yaml", {"arch.layers[4].filters": 9600, "train.max_gflop_per_epoch": 100})
+    failed = run(["dvc", "repro", "train@arch-1"], tiny_project, isolated_environment, check=False)
+    assert failed.returncode != 0
+    assert re.search(
+        r"train: error: model 'arch' would cost [\d,]+ GFLOP per epoch, over the limit train.max_gflop_per_epoch = "
+        r"100; check the spec for a typo, or raise train.max_gflop_per_epoch in params.yaml if you mean it",
+        failed.stderr,
+    ), failed.stderr
+    assert "Epoch 1/" not in failed.stdout and not (tiny_project / "models/arch").exists()
 
 
 def experiments_by_kernel(project, environment) -> dict[int, dict]:
@@ -109,28 +184,32 @@ def experiments_by_kernel(project, environment) -> dict[int, dict]:
 @pytest.mark.pipeline
 def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_environment):
     environment = isolated_environment
-    tiny_project = reproduced_project
-
-    run(["dvc", "exp", "run", "--queue", "-S", "arch.kernel=2,5"], tiny_project, environment)
-    run(["dvc", "queue", "start", "-j", "2"], tiny_project, environment)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], tiny_project, environment).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert status.count("Success") == 2, status
+    project = reproduced_project
+    run(["dvc", "exp", "run", "--queue", "-S", "arch.kernel=2,5"], project, environment)
+    try:
+        run(["dvc", "queue", "start", "-j", "2"], project, environment)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = run(["dvc", "queue", "status"], project, environment).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
+        assert status.count("Success") == 2, status
+    finally:
+        # Workers left running would outlive the test: stop them whatever happened.
+        run(["dvc", "queue", "stop", "--kill"], project, environment, check=False)
 
     names = re.findall(r"^\w+\s+(\S+)\s+.*Success", status, flags=re.MULTILINE)
     for name in names:
-        log = run(["dvc", "queue", "logs", name], tiny_project, environment).stdout
-        assert stages_run(log) == {"train@arch", "evaluate@arch", "compare"}, log
-        assert "Stage 'train@conv3_dropout' didn't change, skipping" in log
+        log = run(["dvc", "queue", "logs", name], project, environment).stdout
+        assert stages_run(log) == {"train@arch-1", "evaluate@arch-1", "compare"}, log
+        assert "Stage 'train@conv3_dropout-1' didn't change, skipping" in log
 
-    experiments = experiments_by_kernel(tiny_project, environment)
+    experiments = experiments_by_kernel(project, environment)
     assert sorted(experiments) == [2, 5]
     arch_parameters = {
-        kernel: metrics["metrics/train/arch/metrics.json"]["parameters"] for kernel, metrics in experiments.items()
+        kernel: metrics["metrics/train/arch/seed-1/metrics.json"]["parameters"]
+        for kernel, metrics in experiments.items()
     }
     assert arch_parameters[2] != arch_parameters[5]
     study_accuracy = {
@@ -140,35 +219,34 @@ def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_env
     assert study_accuracy[2] == study_accuracy[5]
 
 
-FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
-
-
 @pytest.mark.pipeline
-@pytest.mark.skipif(not FASHION_MNIST_DIRECTORY.is_dir(), reason="needs Debian's package dataset-fashion-mnist")
-def test_fashion_mnist_through_params_only(tiny_project, isolated_environment):
-    set_params(tiny_project / "params.yaml", {"data.source": "idx_dir", "data.idx_dir": str(FASHION_MNIST_DIRECTORY)})
-    run(["dvc", "repro", "evaluate@arch"], tiny_project, isolated_environment)
-    confusion = (tiny_project / "plots/confusion/arch.csv").read_text().splitlines()
+def test_fashion_mnist_through_params_only(tiny_project, isolated_environment, fashion_mnist_idx_directory):
+    set_params(
+        tiny_project / "params.yaml", {"data.source": "idx_dir", "data.idx_dir": str(fashion_mnist_idx_directory)}
+    )
+    run(["dvc", "repro", "evaluate@arch-1"], tiny_project, isolated_environment)
+    confusion = (tiny_project / "plots/confusion/arch/seed-1.csv").read_text().splitlines()
     fashion_classes = {
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    }
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    }  # fmt: skip
     assert confusion[1].split(",")[0] == "Ankle boot"  # Fashion-MNIST's first test image
     assert {row.split(",")[0] for row in confusion[1:]} <= fashion_classes
-    samples = json.loads((tiny_project / "metrics/predictions/arch.json").read_text())["samples"]
+    samples = json.loads((tiny_project / "metrics/predictions/arch/seed-1.json").read_text())["samples"]
     assert {sample["label"] for sample in samples} <= fashion_classes
     predicted = run(
-        [sys.executable, "-m", "stages.predict", "--model", "arch", "--test-index", "0"],
+        [sys.executable, "-m", "tools.predict", "--model", "arch", "--test-index", "0"],
         tiny_project,
-        isolated_environment,
+        isolated_environment | {"PYTHONPATH": str(PROJECT_ROOT)},
     ).stdout
     assert predicted.startswith("test image 0 (true: Ankle boot): ")
     assert len([name for name in fashion_classes if name in predicted.split("): ")[1]]) == 3
+
+
+def test_predict_is_not_a_dependency_of_any_stage():
+    # tools/ holds commands a person runs; editing them must rerun nothing.
+    declared = (PROJECT_ROOT / "dvc.yaml").read_text()
+    assert "tools/" not in declared
+    importers = subprocess.run(
+        ["grep", "-rlE", r"^(from|import) tools", str(PROJECT_ROOT / "stages")], capture_output=True, check=False
+    )
+    assert importers.stdout == b""

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from stages import prepare
+from stages.errors import ParamsError
 
 
 def raw_arrays(count: int = 10) -> dict:
@@ -40,11 +41,11 @@ def test_validation_is_the_last_fraction_like_keras():
 def test_limit_applies_to_train_and_test_and_is_checked():
     splits = prepare.prepare(raw_arrays(10), prepare.PrepareParams(validation_fraction=0.2, limit=5))
     assert (len(splits["train"]["x"]), len(splits["validation"]["x"]), len(splits["test"]["x"])) == (4, 1, 5)
-    with pytest.raises(ValueError, match="data.limit 11 exceeds the 10 training images"):
+    with pytest.raises(ParamsError, match="data.limit 11 exceeds the 10 training images"):
         prepare.prepare(raw_arrays(10), prepare.PrepareParams(validation_fraction=0.2, limit=11))
 
 
 @pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1])
 def test_validation_fraction_outside_the_open_unit_interval_is_rejected(fraction):
-    with pytest.raises(ValueError, match=r"'data.validation_fraction' must be in \(0, 1\)"):
+    with pytest.raises(ParamsError, match=r"'data.validation_fraction' must be in \(0, 1\)"):
         prepare.PrepareParams.from_section({"validation_fraction": fraction, "limit": None})

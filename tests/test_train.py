@@ -1,0 +1,107 @@
+"""The training stage's core: optimizers, the cost guard, and a training that leaves the process as it found it.
+
+Training runs in a child process: it turns on TensorFlow's op determinism and seeds every
+generator, which must not leak into the rest of the test session.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from stages import architecture, train
+from stages.errors import ParamsError
+from tests.conftest import PROJECT_ROOT, project_params
+
+TINY_TRAINING = """
+import json, signal, sys, tempfile
+from pathlib import Path
+import numpy as np
+from stages import architecture, train
+generator = np.random.default_rng(0)
+images = generator.random((40, 28, 28, 1), dtype=np.float32)
+labels = np.eye(10, dtype=np.float32)[generator.integers(0, 10, 40)]
+spec = architecture.parse_architecture("tiny", {"kernel": 3, "layers": [
+    {"type": "conv", "filters": 4}, {"type": "pool"}, {"type": "flatten"}, {"type": "dropout", "rate": 0.5}]})
+"""
+
+
+def run_child(code: str, environment: dict) -> dict:
+    """Runs `code` after the tiny set-up in a fresh interpreter; returns the JSON it prints last."""
+    completed = subprocess.run(
+        [sys.executable, "-c", TINY_TRAINING + textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("name", "keras_class"), [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
+def test_the_configured_optimizer_is_the_one_trained_with(name, keras_class, isolated_environment):
+    result = run_child(
+        f"""
+        settings = train.TrainParams(epochs=1, batch_size=20, optimizer="{name}", learning_rate=0.005,
+                                     max_gflop_per_epoch=10)
+        with tempfile.TemporaryDirectory() as live:
+            model, history = train.train(spec, settings, 1, {{"x": images[:30], "y": labels[:30]}},
+                                         {{"x": images[30:], "y": labels[30:]}}, Path(live))
+        print(json.dumps({{"class": type(model.optimizer).__name__,
+                          "learning_rate": float(model.optimizer.learning_rate.numpy())}}))
+        """,
+        isolated_environment,
+    )
+    assert result == {"class": keras_class, "learning_rate": pytest.approx(0.005)}
+
+
+def test_training_restores_the_signal_handlers_it_replaced(isolated_environment):
+    result = run_child(
+        """
+        def mine(number, frame):
+            pass
+        signal.signal(signal.SIGINT, mine)
+        before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        settings = train.TrainParams(epochs=1, batch_size=20, optimizer="adam", learning_rate=0.001,
+                                     max_gflop_per_epoch=10)
+        with tempfile.TemporaryDirectory() as live:
+            train.train(spec, settings, 1, {"x": images[:30], "y": labels[:30]},
+                        {"x": images[30:], "y": labels[30:]}, Path(live))
+        after = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        print(json.dumps({"restored": before == after, "ours": after[0] is mine}))
+        """,
+        isolated_environment,
+    )
+    assert result == {"restored": True, "ours": True}
+
+
+def test_cost_of_an_epoch_counts_training_three_times_forward_and_validation_once():
+    spec = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"])
+    forward = architecture.forward_flops(spec)
+    assert train.epoch_gflop(spec, 48_000, 12_000) == pytest.approx((3 * forward * 48_000 + forward * 12_000) / 1e9)
+
+
+def test_the_study_models_pass_the_default_guard_and_a_huge_spec_does_not():
+    loaded = project_params()
+    limit = train.TrainParams.from_section(loaded["train"]).max_gflop_per_epoch
+    for name in loaded["models"]:
+        spec = architecture.parse_architecture(name, loaded[name])
+        train.check_cost(spec, train.epoch_gflop(spec, 48_000, 12_000), limit)
+    # A typo of 1024 filters for 64, say: 3.7 GFLOP per image forward, half a million per epoch.
+    huge = architecture.parse_architecture(
+        "arch",
+        {"kernel": 3, "layers": [{"type": "conv", "filters": 256, "padding": "same"},
+                                 {"type": "conv", "filters": 1024, "padding": "same"}, {"type": "flatten"}]},
+    )  # fmt: skip
+    gflop = train.epoch_gflop(huge, 48_000, 12_000)
+    with pytest.raises(
+        ParamsError,
+        match=rf"^model 'arch' would cost {gflop:,.0f} GFLOP per epoch, over the limit train.max_gflop_per_epoch = "
+        r"100,000; check the spec for a typo, or raise train.max_gflop_per_epoch in params.yaml if you mean it$",
+    ):
+        train.check_cost(huge, gflop, limit)
