@@ -20,6 +20,11 @@ import yaml
 ABSENT = {"deleted", "not in cache"}
 
 
+def is_produced(path: str, produced_paths: set[str]) -> bool:
+    """Whether a stage makes `path`, or everything in it (a dependency on a directory of outputs, like `models`)."""
+    return path in produced_paths or any(produced.startswith(path.rstrip("/") + "/") for produced in produced_paths)
+
+
 def stale_reasons(status: dict, produced_paths: set[str]) -> dict[str, list[str]]:
     """Turns `dvc status --json` into {stage: [why it is stale]}, leaving out absent data.
 
@@ -39,7 +44,7 @@ def stale_reasons(status: dict, produced_paths: set[str]) -> dict[str, list[str]
                         reasons.setdefault(stage, []).extend(
                             f"parameter {key} {state}" for key, state in sorted(change.items())
                         )
-                    elif change in ABSENT and (kind == "changed outs" or path in produced_paths):
+                    elif change in ABSENT and (kind == "changed outs" or is_produced(path, produced_paths)):
                         continue
                     else:
                         reasons.setdefault(stage, []).append(f"{kind.removeprefix('changed ')[:-1]} {path} {change}")

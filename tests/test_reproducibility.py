@@ -1,6 +1,7 @@
 """Reproducible by construction: identical reruns, a stale-lock check, and remote storage round trips."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,10 +57,9 @@ def test_lock_check_passes_on_a_consistent_clone_and_names_stale_stages(
     failed = run(CHECK_LOCK, clone, isolated_environment, check=False)
     assert failed.returncode == 1
     lines = failed.stderr.splitlines()
-    assert "dvc.lock is stale for 7 stage(s)" in lines[0]
-    assert "  evaluate@conv3_pool: dep stages/evaluate.py modified" in lines
-    assert "  train@arch: parameter arch modified" in lines
-    assert "  compare: parameter arch modified" in lines
+    assert "dvc.lock is stale for 6 stage(s)" in lines[0]
+    assert "  evaluate@conv3_pool-1: dep stages/evaluate.py modified" in lines
+    assert "  train@arch-1: parameter arch modified" in lines
 
 
 @pytest.mark.pipeline
@@ -68,14 +68,14 @@ def test_lock_check_catches_a_hand_edited_result_and_a_broken_chain(reproduced_p
         stream.write("edited by hand\n")
     lock_path = reproduced_project / "dvc.lock"
     lock = yaml.safe_load(lock_path.read_text())
-    for dependency in lock["stages"]["evaluate@arch"]["deps"]:
-        if dependency["path"] == "models/arch":
+    for dependency in lock["stages"]["evaluate@arch-1"]["deps"]:
+        if dependency["path"] == "models/arch/seed-1":
             dependency["md5"] = "0" * 32 + ".dir"
     lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
     failed = run(CHECK_LOCK, reproduced_project, isolated_environment, check=False)
     assert failed.returncode == 1
     assert "  compare: out metrics/comparison.md modified" in failed.stderr
-    assert "evaluate@arch: " in failed.stderr and "dep models/arch locked as 000" in failed.stderr
+    assert "evaluate@arch-1: " in failed.stderr and "dep models/arch/seed-1 locked as 000" in failed.stderr
 
 
 def free_port() -> int:
@@ -132,8 +132,9 @@ def test_push_to_s3_then_a_fresh_clone_pulls_everything(
     run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
     run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
     commit_all(project, environment, "S3 remote")
-    assert "test-key" not in (project / ".dvc" / "config").read_text()
     run(["dvc", "push"], project, environment)
+    # From here on the S3 server holds the only copy of the cache.
+    shutil.rmtree(project / ".dvc" / "cache")
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path, environment)
@@ -142,22 +143,32 @@ def test_push_to_s3_then_a_fresh_clone_pulls_everything(
     for path in (
         "data/raw/mnist.npz",
         "data/prepared/test.npz",
-        "models/arch/model.keras",
-        "models/conv3_dropout/spec.json",
+        "models/arch/seed-1/model.keras",
+        "models/conv3_dropout/seed-1/spec.json",
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     assert "Data and pipelines are up to date" in run(["dvc", "status"], clone, environment).stdout
     assert "Running stage" not in run(["dvc", "repro"], clone, environment).stdout
 
-    # The model registry: a version tag in GTO's form, then `dvc artifacts get` through the remote.
+    # The model registry: a version tag in GTO's form, then `dvc artifacts get` from a clone without a
+    # cache, so the model can only come through the S3 remote.
     run(["git", "tag", "-a", "arch@v1.0.0", "-m", "first arch"], project, environment)
+    registry = tmp_path / "registry"
+    run(["git", "clone", "-q", str(project), str(registry)], tmp_path, environment)
+    assert not (registry / ".dvc" / "cache").exists()
     download_dir = tmp_path / "download"
     download_dir.mkdir()
-    run(["dvc", "artifacts", "get", str(project), "arch"], download_dir, environment)
-    assert (download_dir / "model.keras").read_bytes() == (project / "models/arch/model.keras").read_bytes()
+    run(["dvc", "artifacts", "get", str(registry), "arch"], download_dir, environment)
+    downloaded = download_dir / "arch" / "seed-1" / "model.keras"
+    assert downloaded.read_bytes() == (project / "models/arch/seed-1/model.keras").read_bytes()
 
 
-def test_project_has_a_default_local_remote():
-    config = (PROJECT_ROOT / ".dvc" / "config").read_text()
-    assert "remote = storage" in config and "url = ../../mnist-cnn-dvc-storage" in config
-    assert not os.path.isabs("../../mnist-cnn-dvc-storage")
+def test_project_has_a_default_remote_outside_the_repository():
+    import configobj  # DVC's own config format
+
+    config = configobj.ConfigObj(str(PROJECT_ROOT / ".dvc" / "config"))
+    assert config["core"]["remote"] == "storage"
+    url = config['remote "storage"']["url"]
+    # Relative to .dvc/, so every clone finds the store beside it, and outside the repository.
+    resolved = (PROJECT_ROOT / ".dvc" / url).resolve()
+    assert not os.path.isabs(url) and PROJECT_ROOT not in resolved.parents
