@@ -126,20 +126,7 @@ def main() -> None:
                 # oneDNN is chosen when TensorFlow loads, so it is set in the child's environment.
                 environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0" if variant == "onednn_off" else "1"}
                 finished = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "benchmarks.knobs",
-                        "--one",
-                        variant,
-                        model_name,
-                        "--images",
-                        str(arguments.images),
-                        "--epochs",
-                        str(arguments.epochs),
-                        "--data-dir",
-                        str(arguments.data_dir),
-                    ],
+                    train_speed.child_command("benchmarks.knobs", [variant, model_name], arguments),
                     check=True,
                     stdout=subprocess.PIPE,
                     text=True,

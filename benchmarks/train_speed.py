@@ -2,6 +2,7 @@
 
 For each study architecture in params.yaml, at batch 200 on the real prepared MNIST:
   pipeline  the pipeline's own code path: `stages.train.train` (determinism on, DVCLive logging);
+  checkpoint the same with a checkpoint after every epoch, as the training stage runs (opt-in);
   keras     plain Keras as the study wrote it: the same layers, `model.fit(x, y, batch_size=200,
             validation_split=0.2)`, nothing else;
   torch     the same architecture in native PyTorch on the CPU (channels first, its own loop);
@@ -32,7 +33,7 @@ import numpy as np
 
 from stages import architecture, artifacts, params, train
 
-PATHS = ("pipeline", "keras", "torch")
+PATHS = ("pipeline", "checkpoint", "keras", "torch")
 
 
 def first_seed(all_params: dict) -> int:
@@ -101,6 +102,19 @@ def pipeline_epochs(spec, settings, seed, train_set, validation_set) -> dict:
     timer = epoch_timer()
     with tempfile.TemporaryDirectory() as live_dir:
         train.train(spec, settings, seed, train_set, validation_set, Path(live_dir), extra_callbacks=(timer,))
+    return timer.seconds() | {"images": len(train_set["x"])}
+
+
+def checkpoint_epochs(spec, settings, seed, train_set, validation_set) -> dict:
+    """Seconds per epoch through the pipeline's `train()` with a checkpoint saved after every epoch, as the
+    training stage runs it; set against `pipeline` (no checkpoints) it gives the checkpoint's cost."""
+    from stages import checkpoint
+
+    timer = epoch_timer()
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoints = checkpoint.Checkpoints(Path(scratch) / "checkpoints", "benchmark", f"benchmark@{spec.name}")
+        train.train(spec, settings, seed, train_set, validation_set, Path(scratch) / "live", checkpoints,
+                    extra_callbacks=(timer,))  # fmt: skip
     return timer.seconds() | {"images": len(train_set["x"])}
 
 
@@ -205,7 +219,13 @@ def parameter_counts(spec) -> dict:
     return counts
 
 
-RUNNERS = {"pipeline": pipeline_epochs, "keras": keras_epochs, "torch": torch_epochs}
+RUNNERS = {"pipeline": pipeline_epochs, "checkpoint": checkpoint_epochs, "keras": keras_epochs, "torch": torch_epochs}
+
+
+def child_command(module: str, one: list[str], arguments) -> list[str]:
+    """The command that runs one measurement of a benchmark `module` in a fresh interpreter."""
+    return [sys.executable, "-m", module, "--one", *one, "--images", str(arguments.images), "--epochs",
+            str(arguments.epochs), "--data-dir", str(arguments.data_dir)]  # fmt: skip
 
 
 def run_isolated(model: str, path: str, arguments) -> dict:
@@ -214,20 +234,7 @@ def run_isolated(model: str, path: str, arguments) -> dict:
     Isolation matters: TensorFlow's op determinism, once on, stays on for the process, and two
     frameworks in one process would compete for threads.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.train_speed",
-        "--one",
-        model,
-        path,
-        "--images",
-        str(arguments.images),
-        "--epochs",
-        str(arguments.epochs),
-        "--data-dir",
-        str(arguments.data_dir),
-    ]
+    command = child_command("benchmarks.train_speed", [model, path], arguments)
     finished = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
@@ -302,7 +309,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="names from `models` in params.yaml (default: all)")
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["pipeline", "keras", "torch"])
     add_run_options(parser)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()

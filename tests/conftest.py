@@ -97,6 +97,13 @@ def run(command: list[str], cwd: Path, environment: dict, check: bool = True) ->
     return completed
 
 
+def run_python(arguments: list[str], environment: dict, cwd: Path = PROJECT_ROOT, timeout: float = 300,
+               prefix: list[str] = ()) -> subprocess.CompletedProcess:  # fmt: skip
+    """Runs this interpreter in a child process (so nothing it does touches the test session), capturing output."""
+    return subprocess.run([*prefix, sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+
+
 def set_params(path: Path, overrides: dict) -> None:
     """Sets dotted keys in a params.yaml; `layers[2]` indexes a list."""
     content = yaml.safe_load(path.read_text())

@@ -1,11 +1,10 @@
 """`cli.run`, the shell of every stage: expected errors are one line and exit 1; bugs keep their traceback."""
 
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import run_python
 
 STAGE = """
 import sys
@@ -17,15 +16,7 @@ cli.run("demo", main)
 
 
 def run_stage(error: str, environment: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", STAGE.format(error=error)],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(["-c", STAGE.format(error=error)], environment, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -62,15 +53,7 @@ def test_tensorflows_load_notices_are_silenced_and_its_output_otherwise_kept(iso
         "cli.run('demo', lambda: print('tensorflow', sys.modules['tensorflow'].__version__, file=sys.stderr),"
         " uses_tensorflow=True)"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=PROJECT_ROOT,
-        env=isolated_environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_python(["-c", code], isolated_environment, timeout=120)
     assert completed.returncode == 0
     assert completed.stderr.startswith("tensorflow 2.")
     assert "oneDNN custom operations" not in completed.stderr and "absl::InitializeLog" not in completed.stderr

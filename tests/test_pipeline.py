@@ -144,7 +144,8 @@ def test_a_bad_seed_list_stops_before_any_training(tiny_project, isolated_enviro
 def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_project, isolated_environment):
     set_params(tiny_project / "params.yaml", {"conv3_pool.kernel": 9})
     failed = run(["dvc", "repro", "train@conv3_pool-1"], tiny_project, isolated_environment, check=False)
-    assert failed.returncode != 0
+    # The stage exits 1 with one line; DVC reports the failed stage and exits 255.
+    assert failed.returncode == 255 and "exited with 1" in failed.stderr
     # 28 -> conv 9x9 -> 20 -> pool -> 10 -> conv 9x9 -> 2 -> pool -> 1: the third conv cannot fit.
     assert (
         "train: error: model 'conv3_pool', layer 4 (conv): conv window 9x9 is larger than its 1x1 input "

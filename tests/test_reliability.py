@@ -5,8 +5,6 @@ import http.server
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -18,19 +16,20 @@ import yaml
 
 from stages import artifacts, download, prepare
 from stages.errors import DataError, ParamsError, SourceError, WriteError
-from tests.conftest import PROJECT_ROOT, run
+from tests.conftest import run, run_python
 
 # --- data -------------------------------------------------------------------------------------
 
 
+def raw_arrays(train_images: int, train_labels: int, test_images: int) -> dict:
+    """Arrays in the download stage's layout, all zeros."""
+    return {"x_train": np.zeros((train_images, 28, 28), np.uint8), "y_train": np.zeros(train_labels, np.uint8),
+            "x_test": np.zeros((test_images, 28, 28), np.uint8), "y_test": np.zeros(test_images, np.uint8),
+            "class_names": np.array(list("0123456789"))}  # fmt: skip
+
+
 def test_counts_that_disagree_are_an_error():
-    arrays = {
-        "x_train": np.zeros((5, 28, 28), np.uint8),
-        "y_train": np.zeros(4, np.uint8),
-        "x_test": np.zeros((2, 28, 28), np.uint8),
-        "y_test": np.zeros(2, np.uint8),
-        "class_names": np.array(list("0123456789")),
-    }
+    arrays = raw_arrays(5, 4, 2)
     with pytest.raises(DataError, match=r"origin: y_train is uint8 \(4,\); expected uint8 \(5,\), one label per image"):
         download.check_arrays(arrays, "origin")
 
@@ -101,13 +100,7 @@ def test_idx_directory_that_is_not_there_is_named(tmp_path):
 
 
 def test_limit_larger_than_the_data_is_named():
-    raw = {
-        "x_train": np.zeros((10, 28, 28), np.uint8),
-        "y_train": np.zeros(10, np.uint8),
-        "x_test": np.zeros((10, 28, 28), np.uint8),
-        "y_test": np.zeros(10, np.uint8),
-        "class_names": np.array(list("0123456789")),
-    }
+    raw = raw_arrays(10, 10, 10)
     with pytest.raises(ParamsError, match="data.limit 70000 exceeds the 10 training images; use null"):
         prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=70000))
 
@@ -155,14 +148,8 @@ def test_a_read_only_directory_is_named_with_the_cure(isolated_environment):
             "cli.run('evaluate', lambda: artifacts.write_json(Path(sys.argv[1]), {'test': 1}))"
         )
         as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-        completed = subprocess.run(
-            [*as_user, sys.executable, "-c", write, str(read_only / "arch.json")],
-            cwd=PROJECT_ROOT,
-            env=isolated_environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        completed = run_python(
+            ["-c", write, str(read_only / "arch.json")], isolated_environment, timeout=60, prefix=as_user
         )
         assert completed.returncode == 1, completed.stderr
         assert completed.stderr == (

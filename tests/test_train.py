@@ -5,15 +5,13 @@ generator, which must not leak into the rest of the test session.
 """
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from stages import architecture, train
 from stages.errors import ParamsError
-from tests.conftest import PROJECT_ROOT, project_params
+from tests.conftest import project_params, run_python
 
 TINY_TRAINING = """
 import json, signal, sys, tempfile
@@ -30,15 +28,7 @@ spec = architecture.parse_architecture("tiny", {"kernel": 3, "layers": [
 
 def run_child(code: str, environment: dict) -> dict:
     """Runs `code` after the tiny set-up in a fresh interpreter; returns the JSON it prints last."""
-    completed = subprocess.run(
-        [sys.executable, "-c", TINY_TRAINING + textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    completed = run_python(["-c", TINY_TRAINING + textwrap.dedent(code)], environment)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
