@@ -95,3 +95,27 @@ def test_the_study_models_pass_the_default_guard_and_a_huge_spec_does_not():
         r"100,000; check the spec for a typo, or raise train.max_gflop_per_epoch in params.yaml if you mean it$",
     ):
         train.check_cost(huge, gflop, limit)
+
+
+def test_a_signal_stops_at_the_next_batch_and_a_second_one_at_once(isolated_environment):
+    result = run_child(
+        """
+        import os
+        events = []
+        with train.StopOnSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)  # recorded, not raised: training may be inside TensorFlow
+            events.append("kept running")
+            try:
+                stop.on_train_batch_end(0)
+            except KeyboardInterrupt:
+                events.append("stopped at the batch boundary")
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C
+                events.append("not stopped")
+            except KeyboardInterrupt:
+                events.append("second signal stopped at once")
+        print(json.dumps(events))
+        """,
+        isolated_environment,
+    )
+    assert result == ["kept running", "stopped at the batch boundary", "second signal stopped at once"]
