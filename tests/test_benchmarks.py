@@ -35,3 +35,18 @@ def test_knob_summary_counts_waits_before_the_first_batch_and_skips_the_warm_up_
     assert row["median_epoch_seconds"] == 6.0 and row["mean_epoch_seconds"] == round(20 / 3, 2)
     assert row["median_images_per_second"] == 8000 and row["median_validation_seconds"] == 0.5
     assert row["waits_over_1s"] == 1
+
+
+def test_images_per_second_counts_every_image_trained_the_last_partial_batch_included(monkeypatch):
+    import argparse
+
+    from stages import architecture
+    from tests.conftest import project_params
+
+    # 450 images in batches of 200 is 3 batches, the last of 50; the old code counted 400.
+    measured = {"images": 450, "epoch_seconds": [9.0, 1.5, 1.5, 1.5], "validation_seconds": [0.2] * 4}
+    monkeypatch.setattr(train_speed, "run_isolated", lambda model, path, arguments: dict(measured))
+    monkeypatch.setattr(train_speed, "parameter_counts", lambda spec: {"keras": 1})
+    spec = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"])
+    row = train_speed.benchmark_model(spec, None, argparse.Namespace(paths=["pipeline"]), peak_rate=1e11)
+    assert row["images_per_epoch"] == 450 and row["pipeline"]["images_per_second"] == 300
