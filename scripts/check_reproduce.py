@@ -10,6 +10,7 @@ committed run the result is byte-identical and the check also says so.
 """
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         clone = Path(scratch) / "clone"
         subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
-        # DVC from this interpreter's environment; a fresh cache, so everything is computed here.
+        # DVC and the stages' `python` from this interpreter's environment (CI does not activate it); a fresh
+        # cache, so everything is computed here.
+        environment = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         completed = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], cwd=clone, text=True,
-                                   capture_output=True, check=False)  # fmt: skip
+                                   capture_output=True, check=False, env=environment)  # fmt: skip
         if completed.returncode != 0:
             print(completed.stdout[-4000:], completed.stderr[-4000:], sep="\n", file=sys.stderr)
             print(f"check_reproduce: `dvc repro {stage}` failed", file=sys.stderr)
