@@ -143,7 +143,9 @@ def tiny_project(tmp_path, isolated_environment) -> Path:
 def reproduced_template(tmp_path_factory, isolated_environment) -> Path:
     """The tiny project after one `dvc repro`, results committed; made once, copied by `reproduced_project`."""
     project = make_tiny_project(tmp_path_factory.mktemp("template") / "project", isolated_environment)
-    run(["dvc", "repro"], project, isolated_environment)
+    first = run(["dvc", "repro"], project, isolated_environment)
+    # What that first run printed, for the test of which stages a fresh project runs.
+    (project.parent / "first-repro.log").write_text(first.stdout)
     run(["git", "add", "-A"], project, isolated_environment)
     run(["git", "commit", "-qm", "tiny run"], project, isolated_environment)
     return project
