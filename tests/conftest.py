@@ -50,6 +50,10 @@ def isolated_environment(tmp_path_factory) -> dict:
             "GIT_COMMITTER_NAME": "test",
             "GIT_COMMITTER_EMAIL": "test@example.com",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            # DVC runs each stage command through $SHELL (/bin/sh without it). bash execs a lone command,
+            # so a signal reaches the stage itself; dash (Debian's /bin/sh) stays the parent and dies of a
+            # Ctrl-C before the stage has cleaned up (docs/reliability.md). One shell, whatever CI sets.
+            "SHELL": "/bin/bash",
             # npm's package cache only (no config), shared so the package is fetched once per machine.
             "npm_config_cache": os.environ.get("npm_config_cache", str(Path.home() / ".npm")),
         }

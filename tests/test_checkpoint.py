@@ -61,7 +61,10 @@ class Background:
     def trainer_pids(self) -> list[int]:
         listing = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(self.process.pid)], capture_output=True,
                                  text=True, check=False)  # fmt: skip
-        return [int(line.split()[0]) for line in listing.stdout.splitlines() if "stages.train" in line]
+        # The trainers themselves, not a shell whose command line names them.
+        processes = [line.split(maxsplit=2) for line in listing.stdout.splitlines()]
+        return [int(pid) for pid, program, *arguments in processes
+                if Path(program).name.startswith("python") and "stages.train" in " ".join(arguments)]  # fmt: skip
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
         code = self.process.wait(timeout=timeout)
