@@ -186,7 +186,7 @@ def pairwise(models: dict[str, dict]) -> list[dict]:
     return pairs
 
 
-def _cell(summary: dict, digits: int = 4) -> str:
+def mean_sd_cell(summary: dict, digits: int = 4) -> str:
     return f"{summary['mean']:.{digits}f}" + ("" if summary["sd"] is None else f" ± {summary['sd']:.{digits}f}")
 
 
@@ -201,7 +201,7 @@ def markdown_table(models: dict[str, dict], pairs: list[dict]) -> str:
         interval = summary["test_accuracy_interval"]
         lines.append(
             f"| **{name}** | {summary['architecture']} | {summary['kernel']} | {summary['seeds']} | "
-            + " | ".join(_cell(summary["metrics"][column]) for column in METRIC_COLUMNS)
+            + " | ".join(mean_sd_cell(summary["metrics"][column]) for column in METRIC_COLUMNS)
             + f" | {'' if interval is None else f'{interval[0]:.4f} to {interval[1]:.4f}'}"
             + f" | {summary['parameters']:,} |"
         )

@@ -211,6 +211,14 @@ def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_env
     summary = json.loads((project / "metrics/test_accuracy.json").read_text())["test_accuracy"]
     assert experiments[5]["metrics/test_accuracy.json"]["test_accuracy"]["conv3_pool"] == summary["conv3_pool"]
 
+    # The README's sweep report, on this real experiment: kernel 5's row is the experiment's accuracy.
+    command = [sys.executable, "-m", "tools.sweep", "--param", "arch.kernel", "--model", "arch"]
+    table = run(command, project, environment | {"PYTHONPATH": str(PROJECT_ROOT)}).stdout
+    kernel_5 = experiments[5]["metrics/evaluate/arch/seed-1.json"]["test"]["accuracy"]
+    row = rf"^\| 5 \| {name} \| [\d,]+ \| 1 \| {kernel_5:.4f} \|.*needs two seeds"
+    assert re.search(row, table, re.MULTILINE), table
+    assert re.search(r"^\| 3 \| baseline \w{7} \|", table, re.MULTILINE), table
+
 
 @pytest.mark.pipeline
 def test_fashion_mnist_through_params_only(tiny_project, isolated_environment, fashion_mnist_idx_directory):

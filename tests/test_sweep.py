@@ -1,0 +1,69 @@
+"""tools/sweep.py: a sweep's experiments against their baseline, from `dvc exp show --json`'s layout."""
+
+import pytest
+from scipy import stats
+
+from stages.errors import DataError
+from tools import sweep
+
+
+def run_data(kernel: int, accuracies: list[float], parameters: int = 1000) -> dict:
+    """One commit's or experiment's `data`, laid out the way `dvc exp show --json` prints it."""
+    metrics = {
+        f"metrics/evaluate/arch/seed-{seed}.json": {"data": {"test": {"accuracy": accuracy, "loss": 0.1}}}
+        for seed, accuracy in enumerate(accuracies, start=1)
+    }
+    metrics["metrics/train/arch/seed-1/metrics.json"] = {"data": {"parameters": parameters}}
+    metrics["metrics/evaluate/conv3_pool/seed-1.json"] = {"data": {"test": {"accuracy": 0.5, "loss": 1.0}}}
+    return {"params": {"params.yaml": {"data": {"arch": {"kernel": kernel}}}}, "metrics": metrics}
+
+
+def shown(baseline: dict, *experiments: tuple[str, dict]) -> list[dict]:
+    return [
+        {"rev": "workspace", "data": run_data(7, [0.1, 0.1, 0.1]), "experiments": None},
+        {
+            "rev": "0123456789abcdef",
+            "data": baseline,
+            "experiments": [
+                {"name": name, "revs": [{"rev": "fedcba9876543210", "name": name, "data": data}]}
+                for name, data in experiments
+            ],
+        },
+    ]
+
+
+def test_each_value_is_tested_against_the_baseline_with_welch_and_holm():
+    baseline = [0.990, 0.992, 0.991]
+    same = list(baseline)
+    lower = [0.980, 0.983, 0.981]
+    value, points = sweep.collect(
+        shown(run_data(3, baseline), ("kernel-5", run_data(5, same, 2000)), ("kernel-2", run_data(2, lower))),
+        "arch.kernel",
+        "arch",
+    )
+    assert value == 3 and sorted(points) == [2, 3, 5]  # the workspace's kernel 7 is not a recorded point
+    assert points[5] == {"accuracies": {1: 0.990, 2: 0.992, 3: 0.991}, "parameters": 2000, "name": "kernel-5"}
+    rows = {row["value"]: row for row in sweep.against_baseline(value, points)}
+    assert "test" not in rows[3]
+    assert rows[5]["test"]["difference"] == 0 and rows[5]["test"]["p_value"] == pytest.approx(1.0)
+    expected = stats.ttest_ind(lower, baseline, equal_var=False).pvalue  # computed here, independently
+    assert rows[2]["test"]["p_value"] == pytest.approx(expected)
+    assert rows[2]["p_holm"] == pytest.approx(min(1.0, 2 * expected))  # the smaller of two p-values, times 2
+    table = sweep.markdown("arch.kernel", "arch", value, list(rows.values()))
+    assert "| 3 | baseline 0123456 | 1,000 | 3 | 0.9910 ± 0.0010 |" in table
+    assert f"arch.kernel=3 > arch.kernel=2 (p = {min(1.0, 2 * expected):.3g})" in table
+    assert "not distinguishable with 3 seeds (p = 1)" in table
+
+
+def test_one_seed_is_reported_without_a_test():
+    value, points = sweep.collect(shown(run_data(3, [0.99]), ("k5", run_data(5, [0.98]))), "arch.kernel", "arch")
+    table = sweep.markdown("arch.kernel", "arch", value, sweep.against_baseline(value, points))
+    assert "| 5 | k5 | 1,000 | 1 | 0.9800 |" in table and "needs two seeds or more on both sides" in table
+
+
+def test_two_experiments_with_one_value_and_a_missing_baseline_are_refused():
+    with pytest.raises(DataError, match=r"experiments 'a' and 'b' both have arch\.kernel=5; expected one"):
+        sweep.collect(shown(run_data(3, [0.9]), ("a", run_data(5, [0.9])), ("b", run_data(5, [0.8]))),
+                      "arch.kernel", "arch")  # fmt: skip
+    with pytest.raises(DataError, match="no commit holds conv7_pool's test metrics"):
+        sweep.collect(shown(run_data(3, [0.9])), "arch.kernel", "conv7_pool")

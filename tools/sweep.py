@@ -1,0 +1,164 @@
+"""Which values of one parameter change a model's test accuracy: a sweep's experiments against their baseline.
+
+    dvc exp run --queue -S 'arch.kernel=2,4,5,6,7' && dvc queue start -j 1
+    python -m tools.sweep --param arch.kernel --model arch --output docs/kernel_sweep.md
+
+`compare` tests models against each other within one run of the pipeline; a sweep's points are
+separate experiments. This reads them all from `dvc exp show --json` (the baseline commit, whose
+value is the reference, and every experiment on it), takes the model's per-seed test accuracies
+from `metrics/evaluate/<model>/seed-<seed>.json`, and tests each value against the baseline's
+with compare's statistics: Welch's t-test, Holm's correction across the values, a verdict in words.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from stages import artifacts, cli, compare
+from stages.errors import DataError, SourceError
+
+
+def dotted(tree: dict, key: str):
+    """tree['a']['b'] for key 'a.b'; None when any part is missing."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def point(data: dict, param: str, model: str) -> tuple[object, dict] | None:
+    """One experiment's (or the baseline's) value of `param` and the model's per-seed results, from its data."""
+    value = dotted(data.get("params", {}).get("params.yaml", {}).get("data", {}), param)
+    evaluated = rf"metrics/evaluate/{re.escape(model)}/seed-(\d+)\.json"
+    accuracies = {}
+    parameters = None
+    for path, metrics in (data.get("metrics") or {}).items():
+        found = re.fullmatch(evaluated, path)
+        if found and metrics.get("data"):
+            accuracies[int(found.group(1))] = metrics["data"]["test"]["accuracy"]
+        if path.startswith(f"metrics/train/{model}/seed-") and metrics.get("data"):
+            parameters = metrics["data"].get("parameters", parameters)
+    if value is None or not accuracies:
+        return None
+    return value, {"accuracies": dict(sorted(accuracies.items())), "parameters": parameters}
+
+
+def collect(shown: list[dict], param: str, model: str) -> tuple[object, dict[object, dict]]:
+    """From `dvc exp show --json`: the baseline's value, and every value -> its results and experiment name.
+
+    Raises:
+        DataError: no baseline holds the model's results, or two experiments share one value.
+    """
+    baseline_value, points = None, {}
+    for baseline in shown:
+        if baseline.get("rev") == "workspace":
+            continue  # the workspace holds whichever point ran last, not a recorded one
+        found = point(baseline.get("data") or {}, param, model)
+        if found and baseline_value is None:
+            baseline_value = found[0]
+            points[found[0]] = {**found[1], "name": f"baseline {baseline['rev'][:7]}"}
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                found = point(revision.get("data") or {}, param, model)
+                if not found:
+                    continue
+                value, results = found
+                name = revision.get("name") or revision["rev"][:7]
+                if value in points:
+                    raise DataError(
+                        f"experiments {points[value]['name']!r} and {name!r} both have {param}={value}; "
+                        "expected one experiment per value (`dvc exp remove` the other)"
+                    )
+                points[value] = {**results, "name": name}
+    if baseline_value is None:
+        raise DataError(f"dvc exp show: no commit holds {model}'s test metrics; expected a baseline run by `dvc repro`")
+    return baseline_value, points
+
+
+def against_baseline(baseline_value, points: dict[object, dict]) -> list[dict]:
+    """Every value's test accuracy summarized and, where both have two seeds or more, tested against the baseline."""
+    reference = list(points[baseline_value]["accuracies"].values())
+    rows = []
+    for value in sorted(points, key=lambda key: (str(type(key)), key)):
+        accuracies = list(points[value]["accuracies"].values())
+        row = {
+            "value": value,
+            "experiment": points[value]["name"],
+            "parameters": points[value]["parameters"],
+            "seeds": len(accuracies),
+            "test_accuracy": compare.summarize(accuracies),
+            "interval": compare.mean_interval(accuracies),
+        }
+        if value != baseline_value and min(len(accuracies), len(reference)) >= 2:
+            row["test"] = compare.welch(accuracies, reference)
+            row["compared_seeds"] = min(len(accuracies), len(reference))
+        rows.append(row)
+    tested = [row for row in rows if "test" in row]
+    for row, adjusted in zip(tested, compare.holm([row["test"]["p_value"] for row in tested]), strict=True):
+        row["p_holm"] = adjusted
+    return rows
+
+
+def markdown(param: str, model: str, baseline_value, rows: list[dict]) -> str:
+    """The sweep as a table: one row per value, the baseline's marked."""
+    lines = [
+        f"| {param} | experiment | parameters | seeds | test accuracy, mean ± sd | 95% CI of the mean "
+        f"| difference from {baseline_value} [95% CI] | p (Welch, Holm) | verdict |",
+        "|---|---|---:|---:|---|---|---|---:|---|",
+    ]
+    for row in rows:
+        cell = compare.mean_sd_cell(row["test_accuracy"])
+        interval = "" if row["seeds"] < 2 else "{:.4f} to {:.4f}".format(*row["interval"])
+        parameters = "" if row["parameters"] is None else f"{row['parameters']:,}"
+        if row["value"] == baseline_value:
+            difference, p_value, words = "baseline", "", ""
+        elif "test" in row:
+            test = row["test"]
+            low, high = test["interval"]
+            difference = f"{test['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+            p_value = f"{row['p_holm']:.3g}"
+            words = compare.verdict(
+                f"{param}={row['value']}", f"{param}={baseline_value}", test["difference"], row["p_holm"],
+                row["compared_seeds"],
+            )  # fmt: skip
+        else:
+            difference, p_value, words = "", "", "needs two seeds or more on both sides"
+        lines.append(
+            f"| {row['value']} | {row['experiment']} | {parameters} | {row['seeds']} | {cell} | {interval} "
+            f"| {difference} | {p_value} | {words} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def experiments(revisions: list[str]) -> list[dict]:
+    """`dvc exp show --json` for the given baseline commits (HEAD when none), as DVC prints it."""
+    command = ["dvc", "exp", "show", "--json", *[argument for rev in revisions for argument in ("--rev", rev)]]
+    try:
+        shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    except FileNotFoundError as error:
+        raise SourceError("dvc: not found on PATH; expected the project's environment (scripts/setup.sh)") from error
+    except subprocess.CalledProcessError as error:
+        last = (error.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SourceError(f"{' '.join(command)}: exited with {error.returncode}: {last}") from error
+    return json.loads(shown.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--param", required=True, help="the swept parameter, e.g. arch.kernel")
+    parser.add_argument("--model", required=True, help="the model whose test accuracy is compared, e.g. arch")
+    parser.add_argument("--rev", action="append", default=[], help="baseline commit(s) of the sweep (default HEAD)")
+    parser.add_argument("--output", type=Path, help="also write the table to this Markdown file")
+    arguments = parser.parse_args()
+    baseline_value, points = collect(experiments(arguments.rev), arguments.param, arguments.model)
+    table = markdown(arguments.param, arguments.model, baseline_value, against_baseline(baseline_value, points))
+    if arguments.output:
+        artifacts.write_text_atomic(arguments.output, table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    cli.run("sweep", main)
