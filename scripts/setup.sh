@@ -19,4 +19,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   echo "$wanted" > "$stamp"
 fi
+# Vega, Vega-Lite and Vega-Embed at the versions package-lock.json pins, inlined into the page
+# template `dvc plots show` uses (.dvc/config plots.html_template), so plots render offline.
+if command -v npm >/dev/null 2>&1; then
+  [ "$(cat node_modules/.package-lock.sha256 2>/dev/null)" = "$(sha256sum package-lock.json | cut -d' ' -f1)" ] || {
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+    sha256sum package-lock.json | cut -d' ' -f1 > node_modules/.package-lock.sha256
+  }
+  .venv/bin/python -m tools.offline_plots
+fi
 echo "setup: .venv ready ($(.venv/bin/python --version), dvc $(.venv/bin/dvc --version))"

@@ -1,8 +1,9 @@
 """Stage `evaluate@<name>`: test loss and accuracy, a confusion matrix, sample predictions, weight violins.
 
 Writes, for one trained model: its test metrics (JSON), one (actual, predicted) row per test image
-for DVC's confusion-matrix plot (CSV), the predictions for the study's sample test images (JSON),
-and a violin plot of every conv and dense kernel's weights (PNG).
+for DVC's confusion-matrix plot (CSV), the predictions for the study's sample test images and its
+most confidently wrong test images (JSON), and a violin plot of every conv and dense kernel's
+weights (PNG).
 """
 
 import argparse
@@ -26,10 +27,11 @@ class EvaluateParams:
 
     batch_size: int
     sample_indices: tuple[int, ...]
+    error_count: int
 
     @classmethod
     def from_section(cls, section) -> "EvaluateParams":
-        params.check_keys("evaluate", section, {"batch_size", "sample_indices"})
+        params.check_keys("evaluate", section, {"batch_size", "sample_indices", "error_count"})
         indices = section["sample_indices"]
         if not isinstance(indices, list):
             raise ParamsError(f"params.yaml: 'evaluate.sample_indices' must be a list, got {indices!r}")
@@ -39,6 +41,7 @@ class EvaluateParams:
                 params.typed(f"evaluate.sample_indices[{position}]", index, int, minimum=0)
                 for position, index in enumerate(indices)
             ),
+            error_count=params.typed("evaluate.error_count", section["error_count"], int, minimum=0),
         )
 
 
@@ -82,6 +85,30 @@ def sample_predictions(
             "probability": round(float(probabilities[index].max()), 6),
         }
         for index in indices
+    ]
+
+
+def confident_errors(
+    probabilities: np.ndarray, true_classes: np.ndarray, class_names: list[str], count: int
+) -> list[dict]:
+    """The `count` misclassified test images with the highest predicted probability, most confident first.
+
+    Returns:
+        One {"index", "label", "predicted", "probability"} per image, as `sample_predictions` gives;
+        ties are broken by index, so the list is the same on every run.
+    """
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != true_classes)
+    confidence = probabilities[wrong, predicted[wrong]]
+    chosen = wrong[np.argsort(-confidence, kind="stable")[:count]]
+    return [
+        {
+            "index": int(index),
+            "label": class_names[true_classes[index]],
+            "predicted": class_names[predicted[index]],
+            "probability": round(float(probabilities[index, predicted[index]]), 6),
+        }
+        for index in chosen
     ]
 
 
@@ -135,7 +162,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="holds model.keras")
     parser.add_argument("--test", type=Path, required=True, help="the prepared test.npz")
     parser.add_argument("--metrics", type=Path, required=True, help="test metrics JSON to write")
-    parser.add_argument("--predictions", type=Path, required=True, help="sample predictions JSON to write")
+    parser.add_argument(
+        "--predictions", type=Path, required=True, help="sample predictions and confident errors JSON to write"
+    )
     parser.add_argument("--confusion", type=Path, required=True, help="confusion CSV to write")
     parser.add_argument("--weights-plot", type=Path, required=True, help="weight violin PNG to write")
     arguments = parser.parse_args()
@@ -154,7 +183,8 @@ def main() -> None:
         arguments.weights_plot,
         weight_violin_png(kernel_weights(model), f"{arguments.name}: conv and dense kernel weights"),
     )
-    artifacts.write_json(arguments.predictions, {"samples": samples})
+    errors = confident_errors(probabilities, true_classes, class_names, settings.error_count)
+    artifacts.write_json(arguments.predictions, {"samples": samples, "confident_errors": errors})
     artifacts.write_json(
         arguments.metrics,
         {"test": {"loss": float(loss), "accuracy": float(accuracy)}, "test_images": len(true_classes)},

@@ -24,6 +24,25 @@ def test_sample_index_past_the_test_set_is_named():
         evaluate.sample_predictions(np.zeros((300, 10)), np.zeros(300, dtype=int), (2500,), list("0123456789"))
 
 
+def test_confident_errors_are_the_wrong_predictions_most_confident_first_ties_by_index():
+    probabilities = np.array(
+        [
+            [0.9, 0.1, 0.0],  # right
+            [0.2, 0.8, 0.0],  # wrong, 0.8
+            [0.05, 0.0, 0.95],  # wrong, 0.95
+            [0.1, 0.1, 0.8],  # wrong, 0.8: ties with image 1, which comes first
+            [0.6, 0.4, 0.0],  # wrong, 0.6
+        ],
+        dtype=np.float32,
+    )
+    true_classes = np.array([0, 0, 1, 1, 2])
+    errors = evaluate.confident_errors(probabilities, true_classes, ["a", "b", "c"], count=3)
+    assert [error["index"] for error in errors] == [2, 1, 3]
+    assert errors[0] == {"index": 2, "label": "b", "predicted": "c", "probability": 0.95}
+    assert evaluate.confident_errors(probabilities, true_classes, ["a", "b", "c"], count=0) == []
+    assert len(evaluate.confident_errors(probabilities, true_classes, ["a", "b", "c"], count=10)) == 4
+
+
 def test_confusion_csv_has_one_row_per_image():
     names = [str(digit) for digit in range(10)]
     assert evaluate.confusion_csv(np.array([3, 1]), np.array([3, 7]), names) == "actual,predicted\n3,3\n1,7\n"
