@@ -4,9 +4,11 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from stages import download, params
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 # What a copy of the project needs to run the pipeline; data, models and caches are left behind.
-PROJECT_FILES = ("stages", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
+PROJECT_FILES = ("stages", "tools", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
 # A few hundred images, one epoch, one seed: the real pipeline, shrunk.
 TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "train.seeds": [1], "evaluate.sample_indices": [0, 100, 250]}
 FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
@@ -167,3 +169,51 @@ def reproduced_project(reproduced_template, tmp_path) -> Path:
     project = tmp_path / "project"
     shutil.copytree(reproduced_template, project, symlinks=True)
     return project
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# The credentials of the S3 server below; real ones come from the environment the same way.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test-key",
+    "AWS_SECRET_ACCESS_KEY": "test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_endpoint(isolated_environment):
+    """A real S3-compatible server (moto's server mode) on loopback, with a bucket; yields its URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=isolated_environment,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket="study")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

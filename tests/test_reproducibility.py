@@ -2,16 +2,13 @@
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, run
+from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, run
 
 CHECK_LOCK = [sys.executable, str(PROJECT_ROOT / "scripts" / "check_lock.py")]
 
@@ -78,56 +75,12 @@ def test_lock_check_catches_a_hand_edited_result_and_a_broken_chain(reproduced_p
     assert "evaluate@arch-1: " in failed.stderr and "dep models/arch/seed-1 locked as 000" in failed.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint(isolated_environment):
-    """A real S3-compatible server (moto's server mode) on loopback, with a bucket; yields its URL."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=isolated_environment,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="test-key",
-            aws_secret_access_key="test-secret",
-        ).create_bucket(Bucket="study")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 @pytest.mark.pipeline
 def test_push_to_s3_then_a_fresh_clone_pulls_everything(
     reproduced_project, isolated_environment, s3_endpoint, tmp_path
 ):
     # Credentials come from the environment only; the committed config holds the bucket and endpoint.
-    environment = isolated_environment | {
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    environment = isolated_environment | S3_CREDENTIALS
     project = reproduced_project
     run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
     run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
