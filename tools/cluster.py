@@ -89,7 +89,8 @@ def plan(project: Path, targets: list[str]) -> list[Planned]:
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, plan_repro
 
-    with Repo(str(project)) as repo, repo.lock:
+    # DVC names stages relative to the working directory (dvc.yaml's own stages by name only from its root).
+    with contextlib.chdir(project), Repo(str(project)) as repo, repo.lock:
         graph = repo.index.graph
         chosen = collect_stages(repo, targets) if targets else None
         planned: dict[str, Planned] = {}
