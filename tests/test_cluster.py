@@ -227,3 +227,11 @@ def test_a_grid_on_the_embedded_local_ray_saves_one_experiment_per_point(
     assert kernels[4]["metrics/evaluate/arch/seed-1.json"]["data"]["test"]["accuracy"] > 0
     # The workspace is back at the baseline.
     assert run(["git", "status", "--porcelain", "params.yaml"], project, environment).stdout == ""
+
+
+def test_a_grid_refuses_a_workspace_with_uncommitted_changes(tiny_project, isolated_environment):
+    set_params(tiny_project / "params.yaml", {"train.epochs": 2})  # an edit the restore after each point would lose
+    completed = cluster_command(tiny_project, isolated_environment, "-S", "arch.kernel=5", timeout=60)
+    assert completed.returncode == 1
+    assert completed.stderr.startswith("cluster: error: -S: the workspace has uncommitted changes (params.yaml)")
+    assert yaml.safe_load((tiny_project / "params.yaml").read_text())["train"]["epochs"] == 2

@@ -364,6 +364,16 @@ def main() -> None:
         raise ParamsError(f"--threads: got {arguments.threads}; expected a positive integer")
     project = Path.cwd()
     points = parse_overrides(arguments.overrides) if arguments.overrides else [{}]
+    if arguments.overrides:
+        # Each point is saved as an experiment and the workspace restored with git: uncommitted edits would go.
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project,
+                                 capture_output=True, text=True, check=False).stdout.split("\n")  # fmt: skip
+        changed = [line[3:] for line in changed if line.strip()]
+        if changed:
+            raise ParamsError(
+                f"-S: the workspace has uncommitted changes ({', '.join(changed[:3])}); expected a clean "
+                "workspace (commit or stash first): each point is saved as an experiment, then the workspace restored"
+            )
     summary: list[dict] = []
     began = time.monotonic()
     with connected(project, arguments.address) as ray:

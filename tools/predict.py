@@ -1,11 +1,12 @@
-"""Classify digits with a trained model: image files of any size, or MNIST test images by index.
+"""Classify digits with trained models: photos, scans or drawings of any size, or MNIST test images by index.
 
     python -m tools.predict --model arch my_digit.png another.jpg
+    python -m tools.predict --model all photo.jpg --show-input what-the-model-saw.png
     python -m tools.predict --model conv5_pool --seed 2 --test-index 500 1500 2500
 
-An image is converted the way MNIST's digits were made: grayscale, inverted if it is dark on
-light, cropped to the digit's bounding box and fitted into 20x20 keeping its aspect ratio, then
-placed in 28x28 with its centre of mass at the centre, and scaled to [0, 1].
+An image is made into an MNIST-style input the way a person finds the digit (tools/digit_image.py:
+transparency, uneven light, paper edges and specks handled, then MNIST's 20x20 box centred by mass
+in 28x28). A low top probability is flagged, and with `--model all` so is disagreement.
 """
 
 import argparse
@@ -13,61 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import architecture, artifacts, cli
+from stages import architecture, artifacts, cli, params
 from stages.errors import DataError, ParamsError
+from tools import digit_image
 
-DIGIT_BOX = 20
-CANVAS = artifacts.IMAGE_SHAPE[0]
 TOP_CLASSES = 3
-
-
-def mnist_style(image) -> np.ndarray:
-    """Turns a PIL image into an MNIST-style digit.
-
-    Returns:
-        float32 (28, 28) in [0, 1]: a light digit on a black background, centred by mass.
-
-    Raises:
-        DataError: the image is blank (no digit stands out from the background).
-    """
-    from PIL import Image
-
-    pixels = np.asarray(image.convert("L"), dtype=np.float32)
-    # MNIST digits are light on dark; most photos and drawings are dark ink on light paper.
-    background = float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
-    if background > 127:
-        pixels, background = 255.0 - pixels, 255.0 - background
-    pixels = np.clip(pixels - background, 0, None)
-    if pixels.max() <= 0:
-        raise DataError("blank image: no digit stands out from the background")
-    rows = np.flatnonzero(pixels.max(axis=1) > 0.1 * pixels.max())
-    columns = np.flatnonzero(pixels.max(axis=0) > 0.1 * pixels.max())
-    digit = pixels[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    scale = DIGIT_BOX / max(digit.shape)
-    height, width = max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale))
-    resized = np.asarray(Image.fromarray(digit).resize((width, height), Image.Resampling.LANCZOS), dtype=np.float32)
-    resized = np.clip(resized, 0, None)
-    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
-    total = resized.sum()
-    centre_row = (resized.sum(axis=1) * np.arange(height)).sum() / total
-    centre_column = (resized.sum(axis=0) * np.arange(width)).sum() / total
-    top = int(np.clip(round(CANVAS / 2 - 0.5 - centre_row), 0, CANVAS - height))
-    left = int(np.clip(round(CANVAS / 2 - 0.5 - centre_column), 0, CANVAS - width))
-    canvas[top : top + height, left : left + width] = resized
-    return canvas / canvas.max()
-
-
-def load_image(path: Path) -> np.ndarray:
-    """Reads an image file and converts it with `mnist_style`; a clear error if it is not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return mnist_style(image)
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, ...)") from None
-    except DataError as error:
-        raise DataError(f"{path}: {error}") from None
+# Below this top probability an answer is flagged as a guess.
+LOW_CONFIDENCE = 0.6
 
 
 def top_classes(probabilities: np.ndarray, class_names: list[str], count: int = TOP_CLASSES) -> list[tuple[str, float]]:
@@ -101,22 +54,43 @@ def load_trained_model(models_dir: Path, name: str, seed: int | None = None):
     return artifacts.load_keras_model(model_dir / "model.keras"), spec["class_names"]
 
 
+def trained_model_names(models_dir: Path, requested: str) -> list[str]:
+    """`--model`: one name, or `all` for every model in params.yaml's `models` (those trained, in that order)."""
+    if requested != "all":
+        return [requested]
+    names = [name for name in params.select(params.load_params(), "models") if (models_dir / name).is_dir()]
+    if not names:
+        raise DataError(f"{models_dir}: no trained model; run `dvc repro` to train them, or `dvc pull` to fetch them")
+    return names
+
+
+def describe(ranked: list[tuple[str, float]]) -> str:
+    text = ", ".join(f"{name} {probability:.3f}" for name, probability in ranked)
+    return text + (" (low confidence: a guess)" if ranked[0][1] < LOW_CONFIDENCE else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="arch", help="a model name from dvc.yaml (default: arch)")
+    parser.add_argument("--model", default="arch", help="a model name from params.yaml, or all (default: arch)")
     parser.add_argument("--seed", type=int, help="which training seed's model (default: the lowest one trained)")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("images", nargs="*", type=Path, help="image files (PNG, JPEG, ...) of digits")
     parser.add_argument("--test-index", type=int, nargs="+", default=[], help="MNIST test image indices")
     parser.add_argument("--test-data", type=Path, default=Path("data/prepared/test.npz"))
+    parser.add_argument("--show-input", type=Path, help="write the image beside the 28x28 input the model saw (PNG)")
     arguments = parser.parse_args()
     if not arguments.images and not arguments.test_index:
         parser.error("give image files, --test-index N, or both")
+    if arguments.show_input and len(arguments.images) != 1:
+        raise ParamsError(f"--show-input: got {len(arguments.images)} image files; expected exactly one")
     inputs, labels, truths = [], [], []
     for path in arguments.images:
-        inputs.append(load_image(path))
+        inputs.append(digit_image.load(path))
         labels.append(str(path))
         truths.append(None)
+    if arguments.show_input:
+        picture = digit_image.side_by_side_png(digit_image.open_image(arguments.images[0]), inputs[0])
+        artifacts.write_bytes_atomic(arguments.show_input, picture)
     if arguments.test_index:
         test_set = artifacts.load_npz(arguments.test_data, ("x", "y"))
         for index in arguments.test_index:
@@ -128,12 +102,25 @@ def main() -> None:
             inputs.append(test_set["x"][index, :, :, 0])
             labels.append(f"test image {index}")
             truths.append(int(test_set["y"][index].argmax()))
-    model, class_names = load_trained_model(arguments.models_dir, arguments.model, arguments.seed)
-    probabilities = model.predict(np.stack(inputs)[..., np.newaxis], verbose=0)
-    for label, truth, row in zip(labels, truths, probabilities, strict=True):
-        ranked = ", ".join(f"{name} {probability:.3f}" for name, probability in top_classes(row, class_names))
+    names = trained_model_names(arguments.models_dir, arguments.model)
+    answers = {}
+    for name in names:
+        model, class_names = load_trained_model(arguments.models_dir, name, arguments.seed)
+        probabilities = model.predict(np.stack(inputs)[..., np.newaxis], verbose=0)
+        answers[name] = [top_classes(row, class_names) for row in probabilities]
+    for position, (label, truth) in enumerate(zip(labels, truths, strict=True)):
         known = "" if truth is None else f" (true: {class_names[truth]})"
-        print(f"{label}{known}: {ranked}")
+        if len(names) == 1:
+            print(f"{label}{known}: {describe(answers[names[0]][position])}")
+            continue
+        print(f"{label}{known}:")
+        for name in names:
+            print(f"  {name}: {describe(answers[name][position])}")
+        tops = {name: answers[name][position][0][0] for name in names}
+        if len(set(tops.values())) > 1:
+            print("  models disagree: " + ", ".join(f"{name} says {top}" for name, top in tops.items()))
+        else:
+            print(f"  all {len(names)} models agree: {next(iter(tops.values()))}")
 
 
 if __name__ == "__main__":
