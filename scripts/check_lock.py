@@ -25,6 +25,12 @@ def is_produced(path: str, produced_paths: set[str]) -> bool:
     return path in produced_paths or any(produced.startswith(path.rstrip("/") + "/") for produced in produced_paths)
 
 
+def outputs_missing_under(path: str, produced_paths: set[str]) -> bool:
+    """Whether `path` is a directory of stage outputs of which some are not in this workspace (not pulled)."""
+    inside = [produced for produced in produced_paths if produced.startswith(path.rstrip("/") + "/")]
+    return bool(inside) and not all(Path(produced).exists() for produced in inside)
+
+
 def stale_reasons(status: dict, produced_paths: set[str]) -> dict[str, list[str]]:
     """Turns `dvc status --json` into {stage: [why it is stale]}, leaving out absent data.
 
@@ -46,6 +52,10 @@ def stale_reasons(status: dict, produced_paths: set[str]) -> dict[str, list[str]
                         )
                     elif change in ABSENT and (kind == "changed outs" or is_produced(path, produced_paths)):
                         continue
+                    elif (
+                        kind == "changed deps" and change == "modified" and outputs_missing_under(path, produced_paths)
+                    ):
+                        continue  # a directory of outputs not pulled, holding only DVC's .gitignore files
                     else:
                         reasons.setdefault(stage, []).append(f"{kind.removeprefix('changed ')[:-1]} {path} {change}")
     return reasons

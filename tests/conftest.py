@@ -4,6 +4,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,13 @@ TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "train.seeds": [1], "evalua
 FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
 # Variables that would let a test reach a developer's configuration or a hosted service (DVC Studio).
 LEAKING_PREFIXES = ("GIT_", "DVC_", "DVCLIVE_", "STUDIO_", "XDG_", "AWS_")
+
+
+def allow_ctrl_c() -> None:
+    """For Popen's preexec_fn. A shell without job control starts background jobs with SIGINT ignored
+    (POSIX), and an ignored signal stays ignored across exec; a terminal user's Ctrl-C is never
+    ignored, so a test that sends one restores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def project_params() -> dict:

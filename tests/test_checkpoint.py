@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run, set_params
+from tests.conftest import allow_ctrl_c, run, set_params
 
 CHECKPOINTS = Path(".dvc/tmp/checkpoints")
-
-
-def allow_ctrl_c() -> None:
-    """A shell without job control starts background jobs with SIGINT ignored (POSIX), and an ignored
-    signal stays ignored across exec; a terminal user's Ctrl-C is never ignored, so restore it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Background:

@@ -31,7 +31,7 @@ def test_the_model_registry_names_exactly_the_models_in_params():
 def test_two_seeds_give_one_stage_per_model_and_seed(tiny_project, isolated_environment):
     set_params(tiny_project / "params.yaml", {"train.seeds": [1, 2]})
     listed = run(["dvc", "stage", "list", "--name-only"], tiny_project, isolated_environment).stdout.split()
-    assert set(listed) == {"download", "prepare", "compare"} | pairs([1, 2])
+    assert set(listed) == {"download", "prepare", "compare", "report"} | pairs([1, 2])
 
 
 @pytest.mark.pipeline
@@ -39,7 +39,7 @@ def test_repro_then_experiment_reruns_only_what_changed(reproduced_template, rep
     environment, tiny_project = isolated_environment, reproduced_project
     # The fixture ran the first `dvc repro` of a fresh project and committed everything it made.
     first = (reproduced_template.parent / "first-repro.log").read_text()
-    assert stages_run(first) == {"download", "prepare", "compare"} | pairs([1])
+    assert stages_run(first) == {"download", "prepare", "compare", "report"} | pairs([1])
     assert "train@arch-1: 186,218 parameters, " in first and " GFLOP per epoch (limit 100,000)" in first
 
     comparison = json.loads((tiny_project / "metrics/comparison.json").read_text())
@@ -67,7 +67,7 @@ def test_repro_then_experiment_reruns_only_what_changed(reproduced_template, rep
     assert stages_run(second.stdout) == set()
 
     experiment = run(["dvc", "exp", "run", "-S", "arch.kernel=5"], tiny_project, environment)
-    assert stages_run(experiment.stdout) == {"train@arch-1", "evaluate@arch-1", "compare"}
+    assert stages_run(experiment.stdout) == {"train@arch-1", "evaluate@arch-1", "compare", "report"}
     spec = json.loads((tiny_project / "models/arch/seed-1/spec.json").read_text())
     assert spec["architecture"]["kernel"] == 5 and spec["train"]["seed"] == 1
 
@@ -107,7 +107,7 @@ def test_more_seeds_train_only_the_new_pairs_and_one_seed_restores(reproduced_pr
     # The README's commands. prepare reruns too: it checks train.seeds before any training (dvc.yaml),
     # and writes the same bytes, so nothing downstream of it reruns.
     more = run(["dvc", "exp", "run", "-S", "train.seeds=[1,2]"], project, environment)
-    assert stages_run(more.stdout) == {"prepare", "compare"} | pairs([2])
+    assert stages_run(more.stdout) == {"prepare", "compare", "report"} | pairs([2])
     summary = json.loads((project / "metrics/test_accuracy.json").read_text())
     assert sorted(summary) == ["test_accuracy", "test_accuracy_sd"] and sorted(summary["test_accuracy_sd"]) == sorted(
         MODELS
@@ -117,12 +117,12 @@ def test_more_seeds_train_only_the_new_pairs_and_one_seed_restores(reproduced_pr
     # A change to one model's spec retrains that model's seeds only.
     set_params(project / "params.yaml", {"conv5_pool.layers[0].filters": 8})
     spec_change = run(["dvc", "repro"], project, environment)
-    assert stages_run(spec_change.stdout) == {"compare"} | pairs([1, 2], models=["conv5_pool"])
+    assert stages_run(spec_change.stdout) == {"compare", "report"} | pairs([1, 2], models=["conv5_pool"])
 
     # Back to the committed params with one seed: everything comes from the cache.
     run(["git", "checkout", "params.yaml"], project, environment)
     single = run(["dvc", "exp", "run", "-S", "train.seeds=[1]"], project, environment)
-    assert stages_run(single.stdout) <= {"prepare", "compare"}
+    assert stages_run(single.stdout) <= {"prepare", "compare", "report"}
     assert "test_accuracy_sd" not in json.loads((project / "metrics/test_accuracy.json").read_text())
 
 
@@ -201,7 +201,7 @@ def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_env
 
     name = re.findall(r"^\w+\s+(\S+)\s+.*Success", status, flags=re.MULTILINE)[0]
     log = run(["dvc", "queue", "logs", name], project, environment).stdout
-    assert stages_run(log) == {"train@arch-1", "evaluate@arch-1", "compare"}, log
+    assert stages_run(log) == {"train@arch-1", "evaluate@arch-1", "compare", "report"}, log
     assert "Stage 'train@conv3_dropout-1' didn't change, skipping" in log
 
     experiments = experiments_by_kernel(project, environment)

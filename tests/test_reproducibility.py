@@ -33,7 +33,7 @@ def test_forced_rerun_gives_byte_identical_outputs(reproduced_project, isolated_
     first = locked_hashes(reproduced_project)
     run(["dvc", "repro", "-f"], reproduced_project, isolated_environment)
     second = locked_hashes(reproduced_project)
-    assert len(first) == 42  # data, models, metrics, plot data: every output is compared
+    assert len(first) == 48  # data, models, metrics, plot data, the report: every output is compared
     assert {key: (first[key], second[key]) for key in first if first[key] != second[key]} == {}
 
 
@@ -44,7 +44,7 @@ def test_lock_check_passes_on_a_consistent_clone_and_names_stale_stages(
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(reproduced_project), str(clone)], tmp_path, isolated_environment)
     passed = run(CHECK_LOCK, clone, isolated_environment)
-    assert "dvc.lock matches the code, dvc.yaml and params.yaml for all 13 stages" in passed.stdout
+    assert "dvc.lock matches the code, dvc.yaml and params.yaml for all 14 stages" in passed.stdout
 
     with open(clone / "stages" / "evaluate.py", "a") as stream:
         stream.write("\n# a change to the code\n")
