@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,9 +98,10 @@ def test_a_failing_stage_stops_the_run_with_its_one_line_error(cluster_project, 
                                     "train@arch-2")  # fmt: skip
     assert completed.returncode == 1, completed.stdout + completed.stderr
     error = completed.stderr.strip().splitlines()
-    assert error[-1].startswith("cluster: error: train@arch-1 failed on node "), completed.stderr
+    # Both trainings fail the same way; whichever a node reports first stops the run.
+    assert re.match(r"cluster: error: train@arch-[12] failed on node \w{8}: ", error[-1]), completed.stderr
     assert "conv window 99x99" in error[-1] and "expected a window of at most 55x55" in error[-1]
-    assert not (project / "models/arch/seed-1").exists()
+    assert not (project / "models/arch/seed-1").exists() and not (project / "models/arch/seed-2").exists()
 
 
 def test_an_address_with_nothing_listening_fails_in_one_line_quickly(tiny_project, isolated_environment):
@@ -147,7 +149,7 @@ def test_ctrl_c_at_the_coordinator_cancels_the_tasks_and_leaves_the_workspace(
                 os.killpg(coordinator.pid, signal.SIGKILL)
     assert coordinator.returncode == 130, errors
     assert "cluster: cancelled train@arch-1" in errors
-    assert not (project / "models/arch/seed-1").exists()
+    assert not (project / "models/arch/seed-1").exists() and not (project / "models/arch/seed-2").exists()
     set_params(project / "params.yaml", {"train.epochs": 1, "data.limit": 300})
     assert run(["git", "status", "--porcelain"], project, environment).stdout == before
 
