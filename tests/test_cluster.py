@@ -149,6 +149,7 @@ def test_ctrl_c_at_the_coordinator_cancels_the_tasks_and_leaves_the_workspace(
                 os.killpg(coordinator.pid, signal.SIGKILL)
     assert coordinator.returncode == 130, errors
     assert "cluster: cancelled train@arch-1" in errors
+    assert "cluster: interrupted; the running tasks were cancelled" in errors
     assert not (project / "models/arch/seed-1").exists() and not (project / "models/arch/seed-2").exists()
     set_params(project / "params.yaml", {"train.epochs": 1, "data.limit": 300})
     assert run(["git", "status", "--porcelain"], project, environment).stdout == before

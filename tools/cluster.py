@@ -395,5 +395,14 @@ def main() -> None:
         arguments.summary.write_text(json.dumps(summary, indent=2))
 
 
+def main_interruptible() -> None:
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("cluster: interrupted; the running tasks were cancelled and the stages finished before stay in "
+              "dvc.lock: run the same command to go on", file=sys.stderr)  # fmt: skip
+        sys.exit(cli.INTERRUPTED_EXIT_STATUS)
+
+
 if __name__ == "__main__":
-    cli.run("cluster", main)
+    cli.run("cluster", main_interruptible)
