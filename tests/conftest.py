@@ -225,3 +225,10 @@ def s3_endpoint(isolated_environment):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def add_s3_remote(project: Path, environment: dict, endpoint: str) -> None:
+    """Makes the S3 server at `endpoint` the project's default remote: bucket and endpoint in the committed
+    config, credentials only in `environment` (S3_CREDENTIALS)."""
+    run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
+    run(["dvc", "remote", "modify", "s3", "endpointurl", endpoint], project, environment)

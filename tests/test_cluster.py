@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, allow_ctrl_c, run, set_params
+from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, add_s3_remote, allow_ctrl_c, run, set_params
 from tests.ray_cluster import RayCluster, descendants, free_ports
 from tools import cluster
 
@@ -162,8 +162,7 @@ def test_a_killed_worker_node_loses_its_task_to_the_other_node_with_an_s3_remote
     # Credentials from each node's environment (the nodes are started with them), never from the project.
     environment = isolated_environment | S3_CREDENTIALS
     project = cluster_project
-    run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
-    run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
+    add_s3_remote(project, environment, s3_endpoint)
     set_params(project / "params.yaml", {"train.epochs": 4, "data.limit": 1500})  # a few seconds per training
     run(["git", "commit", "-qam", "S3 remote, longer trainings"], project, environment)
     targets = ["train@arch-1", "train@arch-2"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, run
+from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, add_s3_remote, run
 
 CHECK_LOCK = [sys.executable, str(PROJECT_ROOT / "scripts" / "check_lock.py")]
 
@@ -82,8 +82,7 @@ def test_push_to_s3_then_a_fresh_clone_pulls_everything(
     # Credentials come from the environment only; the committed config holds the bucket and endpoint.
     environment = isolated_environment | S3_CREDENTIALS
     project = reproduced_project
-    run(["dvc", "remote", "add", "-f", "-d", "s3", "s3://study/cache"], project, environment)
-    run(["dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint], project, environment)
+    add_s3_remote(project, environment, s3_endpoint)
     commit_all(project, environment, "S3 remote")
     run(["dvc", "push"], project, environment)
     # From here on the S3 server holds the only copy of the cache.
