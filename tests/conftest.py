@@ -179,10 +179,29 @@ def reproduced_project(reproduced_template, tmp_path) -> Path:
     return project
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int = 1) -> list[int]:
+    """Ports on 127.0.0.1 that nothing listens on now (the kernel picks them), distinct."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float, describe=lambda: "") -> None:
+    """Waits until something listens on 127.0.0.1:`port`; fails, with `describe()`, if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError(f"nothing listened on port {port}: {describe()}") from None
+            time.sleep(0.2)
 
 
 # The credentials of the S3 server below; real ones come from the environment the same way.
@@ -196,7 +215,7 @@ S3_CREDENTIALS = {
 @pytest.fixture
 def s3_endpoint(isolated_environment):
     """A real S3-compatible server (moto's server mode) on loopback, with a bucket; yields its URL."""
-    port = free_port()
+    (port,) = free_ports()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
@@ -205,13 +224,7 @@ def s3_endpoint(isolated_environment):
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(port, server, timeout=30, describe=lambda: "moto's S3 server did not start")
         import boto3
 
         boto3.client(

@@ -7,30 +7,19 @@ each node runs `ray start --block` in its own process group, which the cluster k
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests.conftest import free_ports, wait_for_port
+
 NODE_PORT_OPTIONS = (
     "--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
     "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port",
 )  # fmt: skip
 WORKER_PORTS = 12  # one per worker process a node may start (tasks, retries, the driver's connection)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now (the kernel picks them), distinct."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def descendants(pid: int) -> list[int]:
@@ -94,7 +83,7 @@ class RayCluster:
     def __enter__(self):
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._start_node(head=True)
-        self._wait_for_port()
+        wait_for_port(self.port, self.nodes[0], timeout=60, describe=lambda: "the head: " + self.log("head"))
         self._start_node(head=False)
         deadline = time.monotonic() + 90
         while len(self.node_ids()) < 2:
@@ -102,17 +91,6 @@ class RayCluster:
                 raise AssertionError("the worker node never joined: " + self.log("worker"))
             time.sleep(1)
         return self
-
-    def _wait_for_port(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.nodes[0].poll() is not None:
-                    raise AssertionError("the head never listened: " + self.log("head")) from None
-                time.sleep(0.5)
 
     def log(self, name: str) -> str:
         path = self.temp_dir.parent / f"ray-{name}.log"

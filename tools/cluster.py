@@ -51,7 +51,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 
 class StageFailedError(StudyError):
-    """A stage's command failed on a worker (its one-line error is the message)."""
+    """A stage's command failed, on a worker or here (its one-line error is the message)."""
 
 
 def dvc(*arguments: str, cwd: Path, check: bool = True, environment: dict | None = None):
@@ -182,7 +182,7 @@ def run_stage_here(stage: str, uncached: list[str], lock_text: str, remote: str,
         shipped_files = sorted(str(path.relative_to(shipped)) for path in shipped.rglob("*") if path.is_file())
     return {
         "stage": stage, "node": node, "seconds": time.monotonic() - started, "entry": entry, "files": files,
-        "shipped_files": shipped_files, "log": completed.stdout[-4000:],
+        "shipped_files": shipped_files,
     }  # fmt: skip
 
 
@@ -196,35 +196,25 @@ def stage_error(completed: subprocess.CompletedProcess) -> str:
 # ---- The coordinator ------------------------------------------------------------------------------
 
 
-def remote_name(project: Path) -> str:
-    """The default DVC remote's name.
+def default_remote(project: Path) -> tuple[str, str]:
+    """The default DVC remote's name and URL, a local path made absolute (relative ones are relative to .dvc/).
 
     Raises:
         SourceError: none is set; workers have no other way to get inputs or return models.
     """
-    name = _config(project)["core"].get("remote")
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        config = repo.config
+    name = config["core"].get("remote")
     if not name:
         raise SourceError(
             "DVC remote: none is the default; expected one every node can reach: `dvc remote add -d storage <url>`"
         )
-    return name
-
-
-def _config(project: Path) -> dict:
-    from dvc.repo import Repo
-
-    with Repo(str(project)) as repo:
-        return repo.config
-
-
-def remote_url(project: Path) -> str:
-    """The default remote's URL, made absolute when it is a local path (relative ones are relative to .dvc/)."""
-    config = _config(project)
-    name = remote_name(project)
-    value = config["remote"][name]["url"]
-    if "://" in value or os.path.isabs(value):
-        return value
-    return str((project / ".dvc" / value).resolve())
+    url = config["remote"][name]["url"]
+    if "://" in url or os.path.isabs(url):
+        return name, url
+    return name, str((project / ".dvc" / url).resolve())
 
 
 def check_reachable(address: str) -> None:
@@ -290,7 +280,7 @@ def reproduce(project: Path, targets: list[str], ray, cpus_per_task: float, thre
     if not planned:
         print("cluster: nothing to run; every stage is up to date")
         return
-    remote, url = remote_name(project), remote_url(project)
+    remote, url = default_remote(project)
     task = ray.remote(run_stage_here).options(num_cpus=cpus_per_task, max_retries=3, retry_exceptions=False)
     needed_remotely = {name for stage in planned if stage.remote for name in stage.inputs_from}
     # Inputs made earlier (stages not planned) must be on the remote before any worker pulls them.

@@ -16,22 +16,16 @@ import re
 import subprocess
 from pathlib import Path
 
-from stages import artifacts, cli, compare
-from stages.errors import DataError, SourceError
-
-
-def dotted(tree: dict, key: str):
-    """tree['a']['b'] for key 'a.b'; None when any part is missing."""
-    for part in key.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
+from stages import artifacts, cli, compare, params
+from stages.errors import DataError, ParamsError, SourceError
 
 
 def point(data: dict, param: str, model: str) -> tuple[object, dict] | None:
     """One experiment's (or the baseline's) value of `param` and the model's per-seed results, from its data."""
-    value = dotted(data.get("params", {}).get("params.yaml", {}).get("data", {}), param)
+    try:
+        value = params.select(data.get("params", {}).get("params.yaml", {}).get("data", {}), param)
+    except ParamsError:
+        value = None  # an experiment from before the parameter existed
     evaluated = rf"metrics/evaluate/{re.escape(model)}/seed-(\d+)\.json"
     accuracies = {}
     parameters = None
