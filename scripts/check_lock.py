@@ -4,7 +4,8 @@ Meant for a fresh clone with no data and no DVC cache (CI): it asks DVC (`dvc st
 what changed and ignores what is only missing there (data and models not pulled), so what is left
 is a stage whose code, command or declared parameters changed without the pipeline being rerun,
 or a committed result (metrics, plots) that differs from the hash dvc.lock records. It also checks
-that every stage's locked input hash equals the locked output hash of the stage producing it.
+that every stage's locked input hash equals the locked output hash of the stage producing it, and
+that dvc.lock holds no entry for a stage dvc.yaml no longer defines (DVC never removes those).
 
     python scripts/check_lock.py        # exit 0: consistent; exit 1: names each stale stage and why
 """
@@ -79,6 +80,20 @@ def broken_links(lock: dict) -> dict[str, list[str]]:
     return reasons
 
 
+def orphans(lock: dict, stage_names: set[str]) -> dict[str, list[str]]:
+    """{stage: [why]} for dvc.lock entries of stages that dvc.yaml no longer defines."""
+    return {
+        stage: ["in dvc.lock but not a stage of dvc.yaml (renamed or removed): delete its entry from dvc.lock"]
+        for stage in lock.get("stages", {})
+        if stage not in stage_names
+    }
+
+
+def dvc(*arguments: str) -> subprocess.CompletedProcess:
+    """DVC from this interpreter's environment, whatever is on PATH."""
+    return subprocess.run([sys.executable, "-m", "dvc", *arguments], capture_output=True, text=True, check=False)
+
+
 def main() -> int:
     lock_path = Path("dvc.lock")
     if not lock_path.exists():
@@ -86,15 +101,13 @@ def main() -> int:
         return 1
     lock = yaml.safe_load(lock_path.read_text(encoding="utf-8"))
     produced_paths = {output["path"] for entry in lock.get("stages", {}).values() for output in entry.get("outs", [])}
-    # DVC from this interpreter's environment, whatever is on PATH.
-    completed = subprocess.run(
-        [sys.executable, "-m", "dvc", "status", "--json"], capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        print(f"check_lock: `dvc status --json` failed: {completed.stderr.strip()}", file=sys.stderr)
-        return 1
-    reasons = stale_reasons(json.loads(completed.stdout or "{}"), produced_paths)
-    for stage, why in broken_links(lock).items():
+    status, stage_list = dvc("status", "--json"), dvc("stage", "list", "--name-only")
+    for command, completed in (("dvc status --json", status), ("dvc stage list --name-only", stage_list)):
+        if completed.returncode != 0:
+            print(f"check_lock: `{command}` failed: {completed.stderr.strip()}", file=sys.stderr)
+            return 1
+    reasons = stale_reasons(json.loads(status.stdout or "{}"), produced_paths)
+    for stage, why in [*broken_links(lock).items(), *orphans(lock, set(stage_list.stdout.split())).items()]:
         reasons.setdefault(stage, []).extend(why)
     if reasons:
         print(

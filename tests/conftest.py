@@ -179,6 +179,29 @@ def reproduced_project(reproduced_template, tmp_path) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
+    """models/conv3_pool/seed-1 trained by the training stage itself, in its own process, on the 48,000 real
+    training images for 3 epochs (about 30 s), and the test set: a model good enough to judge the conversion by."""
+    from stages import artifacts, prepare
+
+    root = tmp_path_factory.mktemp("predict")
+    raw = download.arrays_from_idx_files(mnist_idx_files, "npm")
+    splits = prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=None))
+    for split, arrays in splits.items():
+        artifacts.save_npz(root / f"data/prepared/{split}.npz", arrays)
+    (root / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    set_params(root / "params.yaml", {"train.epochs": 3})
+    completed = subprocess.run(
+        [sys.executable, "-m", "stages.train", "--name", "conv3_pool", "--seed", "1", "--data-dir", "data/prepared",
+         "--model-dir", "models/conv3_pool/seed-1", "--live-dir", "live", "--checkpoint-dir", "checkpoints"],
+        cwd=root, env=isolated_environment | {"PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return root
+
+
 def free_ports(count: int = 1) -> list[int]:
     """Ports on 127.0.0.1 that nothing listens on now (the kernel picks them), distinct."""
     sockets = [socket.socket() for _ in range(count)]

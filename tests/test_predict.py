@@ -2,34 +2,15 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from stages import artifacts, download, prepare
 from stages.errors import DataError
-from tests.conftest import PROJECT_ROOT, set_params
+from tests.conftest import PROJECT_ROOT
+from tests.digit_pictures import canvas_export, exif_rotated, palette_image, photo_of, rendered_digit
 from tools import digit_image, predict
-
-
-def rendered_digit(digit: str, size: int = 280, ink: int = 20, paper: int = 245) -> Image.Image:
-    """A digit drawn with matplotlib's font, dark on light, at `size` pixels: like a scan of a handwritten one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure = plt.figure(figsize=(size / 100, size / 100), dpi=100)
-    figure.patch.set_facecolor(str(paper / 255))
-    figure.text(
-        0.5, 0.5, digit, fontsize=size * 0.55, ha="center", va="center", color=str(ink / 255), fontweight="bold"
-    )
-    figure.canvas.draw()
-    image = Image.fromarray(np.asarray(figure.canvas.buffer_rgba())).convert("RGB")
-    plt.close(figure)
-    return image
 
 
 def test_mnist_style_inverts_crops_fits_20_by_20_and_centres_by_mass():
@@ -58,27 +39,6 @@ def test_blank_image_and_non_image_are_clear_errors(tmp_path):
 def test_top_classes_are_sorted_by_probability():
     ranked = predict.top_classes(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"])
     assert ranked == [("b", 0.6), ("d", 0.25), ("a", 0.1)]
-
-
-@pytest.fixture(scope="module")
-def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
-    """models/conv3_pool/seed-1 trained by the training stage itself, in its own process, on the 48,000 real
-    training images for 3 epochs (about 30 s), and the test set: a model good enough to judge the conversion by."""
-    root = tmp_path_factory.mktemp("predict")
-    raw = download.arrays_from_idx_files(mnist_idx_files, "npm")
-    splits = prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=None))
-    for split, arrays in splits.items():
-        artifacts.save_npz(root / f"data/prepared/{split}.npz", arrays)
-    (root / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
-    set_params(root / "params.yaml", {"train.epochs": 3})
-    completed = subprocess.run(
-        [sys.executable, "-m", "stages.train", "--name", "conv3_pool", "--seed", "1", "--data-dir", "data/prepared",
-         "--model-dir", "models/conv3_pool/seed-1", "--live-dir", "live", "--checkpoint-dir", "checkpoints"],
-        cwd=root, env=isolated_environment | {"PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
-        timeout=600, check=False,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return root
 
 
 # Digits whose printed shape is close to a handwritten one (a printed 1 has serifs MNIST's lack), at three sizes.
@@ -154,50 +114,6 @@ def test_missing_model_names_the_stage_to_run(trained_models_dir):
     assert completed.returncode == 1
     assert "no trained model 'conv5_pool' for seed 1; run `dvc repro train@conv5_pool-1`" in completed.stderr
     assert "or `dvc pull`" in completed.stderr and "Traceback" not in completed.stderr
-
-
-def photo_of(digit: str, tmp_path) -> Path:
-    """A phone photo of a digit on paper, as made here: uneven light, a grey table margin and the paper's edge
-    in the frame, a few degrees of rotation, noise, blur and JPEG."""
-    from PIL import ImageFilter
-
-    paper = rendered_digit(digit, 260, ink=50, paper=235).convert("L").rotate(4, fillcolor=235, expand=False)
-    frame = Image.new("L", (420, 360), 110)  # the table around the sheet
-    frame.paste(paper, (110, 50))
-    pixels = np.asarray(frame, dtype=np.float32)
-    light = np.linspace(0.55, 1.05, pixels.shape[1])[None, :] * np.linspace(0.8, 1.0, pixels.shape[0])[:, None]
-    noise = np.random.default_rng(0).normal(0, 6, pixels.shape)
-    photo = Image.fromarray(np.clip(pixels * light + noise, 0, 255).astype(np.uint8))
-    photo = photo.filter(ImageFilter.GaussianBlur(1.2))
-    path = tmp_path / f"photo_{digit}.jpg"
-    photo.convert("RGB").save(path, quality=70)
-    return path
-
-
-def canvas_export(digit: str, tmp_path) -> Path:
-    """What a drawing canvas exports: dark strokes on a transparent background (RGBA)."""
-    strokes = np.asarray(rendered_digit(digit, 200, ink=0, paper=255).convert("L"))
-    alpha = (255 - strokes).astype(np.uint8)
-    rgba = np.dstack([np.zeros_like(alpha)] * 3 + [alpha])
-    path = tmp_path / f"canvas_{digit}.png"
-    Image.fromarray(rgba, "RGBA").save(path)
-    return path
-
-
-def exif_rotated(digit: str, tmp_path) -> Path:
-    """A JPEG stored sideways with an EXIF orientation tag saying so, as cameras write them."""
-    upright = rendered_digit(digit, 220)
-    path = tmp_path / f"exif_{digit}.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
-    upright.rotate(90, expand=True).save(path, exif=exif, quality=92)
-    return path
-
-
-def palette_image(digit: str, tmp_path) -> Path:
-    path = tmp_path / f"palette_{digit}.gif"
-    rendered_digit(digit, 180).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path)
-    return path
 
 
 def test_the_ink_of_a_transparent_canvas_export_is_its_alpha(tmp_path):

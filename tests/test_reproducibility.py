@@ -1,5 +1,6 @@
 """Reproducible by construction: identical reruns, a stale-lock check, and remote storage round trips."""
 
+import json
 import os
 import shutil
 import sys
@@ -68,11 +69,26 @@ def test_lock_check_catches_a_hand_edited_result_and_a_broken_chain(reproduced_p
     for dependency in lock["stages"]["evaluate@arch-1"]["deps"]:
         if dependency["path"] == "models/arch/seed-1":
             dependency["md5"] = "0" * 32 + ".dir"
+    lock["stages"]["train@retired-1"] = lock["stages"]["train@arch-1"]  # a stage since removed from dvc.yaml
     lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
     failed = run(CHECK_LOCK, reproduced_project, isolated_environment, check=False)
     assert failed.returncode == 1
     assert "  compare: out metrics/comparison.md modified" in failed.stderr
     assert "evaluate@arch-1: " in failed.stderr and "dep models/arch/seed-1 locked as 000" in failed.stderr
+    assert "  train@retired-1: in dvc.lock but not a stage of dvc.yaml" in failed.stderr
+
+
+@pytest.mark.pipeline
+def test_the_order_of_dvcs_gitignore_lines_changes_no_hash(reproduced_project, isolated_environment):
+    # DVC appends an output's .gitignore line when its stage runs, so on a cluster the order is the order
+    # stages finished. report depends on the directory metrics/predictions, which holds such files.
+    gitignores = sorted((reproduced_project / "metrics/predictions").glob("*/.gitignore"))
+    assert gitignores
+    for path in gitignores:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(["# reordered", *reversed(lines)]) + "\n")
+    status = run(["dvc", "status", "--json"], reproduced_project, isolated_environment)
+    assert json.loads(status.stdout) == {}
 
 
 @pytest.mark.pipeline

@@ -1,8 +1,9 @@
 """Debian's Chromium, headless, driven by Playwright, with the network cut off: for pages that must work offline.
 
 Playwright drives the system browser (`executable_path`); it never downloads one. Every request
-the page makes is recorded, and any that leaves the file system is refused, so a page that needs
-the network shows it: its charts stay blank and `OfflinePage.external_requests` names the URLs.
+the page makes is recorded, and any that leaves the file system (or, for a page served on this
+machine, its own origin) is refused, so a page that needs the network shows it: its charts stay
+blank and `OfflinePage.external_requests` names the URLs.
 """
 
 import contextlib
@@ -33,12 +34,14 @@ def chromium_path() -> str:
 @dataclasses.dataclass
 class OfflinePage:
     page: object
+    # What the page may load: local files, inline data, its own blobs, and the origin that served it.
+    allowed: tuple[str, ...] = ("file://", "data:", "blob:")
     requests: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def external_requests(self) -> list[str]:
-        return [url for url in self.requests if not url.startswith(("file://", "data:"))]
+        return [url for url in self.requests if not url.startswith(self.allowed)]
 
     def wait_for_charts(self, count: int, timeout_ms: float = 30_000) -> None:
         """Waits until `count` charts have rendered marks and every image has loaded (or failed).
@@ -81,19 +84,29 @@ class OfflinePage:
 
 
 @contextlib.contextmanager
-def offline_page(path: Path, width: int = 1400):
-    """Opens the local page `path` in headless Chromium with every non-file request refused."""
+def offline_page(address: Path | str, width: int = 1400):
+    """Opens `address` in headless Chromium with every other request refused: a local page (a path), or a
+    page served on this machine (an http://127.0.0.1:PORT/ URL), which may also reach its own origin."""
+    from urllib.parse import urlsplit
+
     from playwright.sync_api import sync_playwright
 
+    if isinstance(address, Path):
+        url, allowed = address.resolve().as_uri(), OfflinePage.allowed
+    else:
+        parts = urlsplit(address)
+        if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise SourceError(f"{address}: expected a page on this machine, http://127.0.0.1:PORT/")
+        url, allowed = address, (*OfflinePage.allowed, f"http://{parts.netloc}/")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": width, "height": 900})
-            opened = OfflinePage(page)
+            opened = OfflinePage(page, allowed)
 
             def route(handle) -> None:
                 opened.requests.append(handle.request.url)
-                if handle.request.url.startswith("file://"):
+                if handle.request.url.startswith(allowed):
                     handle.continue_()
                 else:
                     handle.abort()
@@ -101,7 +114,7 @@ def offline_page(path: Path, width: int = 1400):
             page.route("**/*", route)
             page.on("console", lambda message: opened.errors.append(message.text) if message.type == "error" else None)
             page.on("pageerror", lambda error: opened.errors.append(str(error)))
-            page.goto(Path(path).resolve().as_uri())
+            page.goto(url)
             yield opened
         finally:
             browser.close()

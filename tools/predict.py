@@ -30,7 +30,7 @@ def top_classes(probabilities: np.ndarray, class_names: list[str], count: int = 
 
 
 def load_trained_model(models_dir: Path, name: str, seed: int | None = None):
-    """The model `name` trained with `seed` (default: the lowest seed there), and its class names.
+    """The model `name` trained with `seed` (default: the lowest seed there), its class names and that seed.
 
     Raises:
         DataError: no such trained model; names the command that trains or fetches it.
@@ -51,7 +51,7 @@ def load_trained_model(models_dir: Path, name: str, seed: int | None = None):
             f"`dvc repro train@{name}-{seed}` to train it, or `dvc pull` to fetch it from the remote"
         )
     spec = artifacts.read_json(model_dir / "spec.json")
-    return artifacts.load_keras_model(model_dir / "model.keras"), spec["class_names"]
+    return artifacts.load_keras_model(model_dir / "model.keras"), spec["class_names"], seed
 
 
 def trained_model_names(models_dir: Path, requested: str) -> list[str]:
@@ -67,6 +67,13 @@ def trained_model_names(models_dir: Path, requested: str) -> list[str]:
 def describe(ranked: list[tuple[str, float]]) -> str:
     text = ", ".join(f"{name} {probability:.3f}" for name, probability in ranked)
     return text + (" (low confidence: a guess)" if ranked[0][1] < LOW_CONFIDENCE else "")
+
+
+def agreement(tops: dict[str, str]) -> str:
+    """What several models' top classes (model -> class) say together: agreement, or who says what."""
+    if len(set(tops.values())) > 1:
+        return "models disagree: " + ", ".join(f"{name} says {top}" for name, top in tops.items())
+    return f"all {len(tops)} models agree: {next(iter(tops.values()))}"
 
 
 def main() -> None:
@@ -105,7 +112,7 @@ def main() -> None:
     names = trained_model_names(arguments.models_dir, arguments.model)
     answers = {}
     for name in names:
-        model, class_names = load_trained_model(arguments.models_dir, name, arguments.seed)
+        model, class_names, _ = load_trained_model(arguments.models_dir, name, arguments.seed)
         probabilities = model.predict(np.stack(inputs)[..., np.newaxis], verbose=0)
         answers[name] = [top_classes(row, class_names) for row in probabilities]
     for position, (label, truth) in enumerate(zip(labels, truths, strict=True)):
@@ -116,11 +123,7 @@ def main() -> None:
         print(f"{label}{known}:")
         for name in names:
             print(f"  {name}: {describe(answers[name][position])}")
-        tops = {name: answers[name][position][0][0] for name in names}
-        if len(set(tops.values())) > 1:
-            print("  models disagree: " + ", ".join(f"{name} says {top}" for name, top in tops.items()))
-        else:
-            print(f"  all {len(names)} models agree: {next(iter(tops.values()))}")
+        print("  " + agreement({name: answers[name][position][0][0] for name in names}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,183 @@
+"""The page to draw a digit: its server over HTTP, bad uploads, a bounded load, and the page in a real browser."""
+
+import base64
+import http.client
+import io
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from benchmarks import page_load
+from tests.conftest import PROJECT_ROOT, free_ports
+from tests.digit_pictures import photo, rendered_digit
+from tools import browser
+
+UPLOAD_LIMIT_MB = 1
+
+
+@pytest.fixture(scope="module")
+def page_models(trained_models_dir, tmp_path_factory):
+    """Two trained models, conv3_pool and arch (the same weights under two names: what matters here is
+    that every loaded model answers), and the rest of params.yaml's `models` missing."""
+    models = tmp_path_factory.mktemp("page") / "models"
+    for name in ("conv3_pool", "arch"):
+        shutil.copytree(trained_models_dir / "models/conv3_pool", models / name)
+    return models
+
+
+@pytest.fixture(scope="module")
+def page(trained_models_dir, page_models, isolated_environment):
+    """The page's server, started as a user starts it, over the two models; stopped by PID afterwards."""
+    options = ("--max-upload-mb", str(UPLOAD_LIMIT_MB))
+    with page_load.running_page(trained_models_dir, isolated_environment, page_models, free_ports()[0],
+                                *options) as (url, server):  # fmt: skip
+        yield url, server
+
+
+def png_bytes(image: Image.Image, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_every_loaded_model_answers_with_its_top_three_and_the_missing_ones_are_named(page):
+    url, _ = page
+    models = get_json(url + "models")
+    assert models["loaded"] == [{"model": "conv3_pool", "seed": 1}, {"model": "arch", "seed": 1}]
+    assert set(models["missing"]) == {"conv5_pool", "conv7_pool", "conv3_dropout"}
+    assert "run `dvc repro train@conv5_pool-1` to train it, or `dvc pull`" in models["missing"]["conv5_pool"]
+
+    status, answer = page_load.post(url + "predict", png_bytes(photo(rendered_digit("2", 260, 50, 235)), "JPEG"),
+                                    "image/jpeg")  # fmt: skip
+    assert status == 200, answer
+    assert [row["model"] for row in answer["answers"]] == ["conv3_pool", "arch"]
+    for row in answer["answers"]:
+        probabilities = [choice["probability"] for choice in row["top"]]
+        assert len(row["top"]) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert row["top"][0]["class"] == "2" and sum(probabilities) <= 1.001
+    assert answer["agreement"] == "all 2 models agree: 2"
+    seen = Image.open(io.BytesIO(base64.b64decode(answer["input_png"].removeprefix("data:image/png;base64,"))))
+    assert seen.size == (28, 28) and seen.getextrema() == (0, 255)
+
+
+def raw_post(url: str, body, content_type: str | None, chunked: bool = False) -> tuple[int, str]:
+    """POST with http.client, so that the headers are exactly these (no Content-Length when chunked)."""
+    address = url.removeprefix("http://").rstrip("/")
+    connection = http.client.HTTPConnection(address, timeout=60)
+    headers = {"Content-Type": content_type} if content_type else {}
+    try:
+        connection.request("POST", "/predict", body=body, headers=headers, encode_chunked=chunked)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()).get("error", "")
+    finally:
+        connection.close()
+
+
+def test_bad_uploads_get_a_4xx_with_a_message_and_the_server_keeps_running(page):
+    url, server = page
+    whole = png_bytes(rendered_digit("3", 200))
+    megabyte = 1_000_000
+    oversized = png_bytes(Image.effect_noise((1200, 1200), 80))  # noise does not compress: over 1 MB
+    assert len(oversized) > UPLOAD_LIMIT_MB * megabyte
+    cases = [
+        ("not an image", b"just some text, not a picture", "image/png", False, 422, "upload: not an image file"),
+        ("truncated", whole[: len(whole) // 2], "image/png", False, 422, "upload: truncated or unreadable image"),
+        ("blank", png_bytes(Image.new("L", (200, 200), 255)), "image/png", False, 422, "upload: blank image"),
+        ("wrong type", whole, "text/plain", False, 415, "Content-Type 'text/plain': expected an image type"),
+        ("no type", whole, None, False, 415, "Content-Type '(none)': expected an image type"),
+        ("empty", b"", "image/png", False, 400, "the request body is empty"),
+        ("over the limit", oversized, "image/png", False, 413, f"expected at most {UPLOAD_LIMIT_MB} MB"),
+        # No Content-Length to check up front: cut off while it streams in.
+        ("over, chunked", iter([oversized[i : i + 65536] for i in range(0, len(oversized), 65536)]), "image/png",
+         True, 413, "upload of more than 1,000,000 bytes"),
+    ]  # fmt: skip
+    for name, body, content_type, chunked, expected_status, expected_message in cases:
+        status, message = raw_post(url, body, content_type, chunked)
+        assert (status, expected_message in message) == (expected_status, True), (name, status, message)
+        assert server.poll() is None, name
+    status, answer = page_load.post(url + "predict", whole, "image/png")
+    assert status == 200 and answer["answers"][0]["top"][0]["class"] == "3"
+
+
+def test_a_bounded_load_of_200_requests_8_at_a_time_has_no_failures(page):
+    url, server = page
+    result = page_load.fire(url, page_load.sample_bodies(), requests=200, concurrency=8)
+    print(json.dumps(result))  # the latencies, for the record (pytest -s)
+    assert result["failures"] == [] and server.poll() is None
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
+
+
+def drawn(opened, strokes: list[list[tuple[float, float]]]) -> dict[str, list[tuple[str, float]]]:
+    """Draws `strokes` (points in 0-1 of the pad) with the mouse, presses "Read it", and reads the table."""
+    page = opened.page
+    page.click("#clear")
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=8)
+        page.mouse.up()
+    return answers_on(opened, lambda: page.click("#read"))
+
+
+def answers_on(opened, action) -> dict[str, list[tuple[str, float]]]:
+    """Does `action`, then, once the page has answered, per model row of its table the three (class,
+    probability) cells. The state is set to "pending" first: the page marks itself busy only once the
+    drawing is encoded, so without it an old answer could be read."""
+    opened.page.evaluate("document.body.dataset.state = 'pending'")
+    action()
+    opened.page.wait_for_function("!['pending', 'busy'].includes(document.body.dataset.state)", timeout=30_000)
+    assert opened.page.evaluate("document.body.dataset.state") == "answered", opened.page.inner_text("#message")
+    return opened.page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('#answers tbody tr')].map(row =>
+             [row.dataset.model, [...row.querySelectorAll('td[data-class]')].map(cell =>
+               [cell.dataset.class, Number(cell.dataset.probability)])]))"""
+    )
+
+
+def test_the_page_in_a_real_browser_reads_a_drawn_1_and_7_and_an_uploaded_photo(page, tmp_path):
+    url, _ = page
+    one = [[(0.5, 0.15), (0.5, 0.85)]]
+    seven = [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]]
+    photo_path = tmp_path / "photo_of_a_5.jpg"
+    photo(rendered_digit("5", 260, 50, 235)).save(photo_path, quality=70)
+    with browser.offline_page(url, width=1000) as opened:
+        read_one = drawn(opened, one)
+        shown = opened.page.evaluate("document.getElementById('model-input').naturalWidth")
+        read_seven = drawn(opened, seven)
+        read_photo = answers_on(opened, lambda: opened.page.set_input_files("#upload", str(photo_path)))
+        missing = opened.page.evaluate("[...document.querySelectorAll('#missing li')].map(item => item.dataset.model)")
+        assert opened.external_requests == [] and opened.errors == []
+    assert shown == 28
+    for answers, digit in ((read_one, "1"), (read_seven, "7"), (read_photo, "5")):
+        assert list(answers) == ["conv3_pool", "arch"], answers
+        assert all(len(top) == 3 and top[0][0] == digit for top in answers.values()), (digit, answers)
+    assert sorted(missing) == ["conv3_dropout", "conv5_pool", "conv7_pool"]
+
+
+def test_serve_without_any_trained_model_or_on_a_taken_port_is_one_line(trained_models_dir, tmp_path, page,
+                                                                        isolated_environment):  # fmt: skip
+    url, _ = page
+    taken_port = url.rstrip("/").rsplit(":", 1)[1]
+    environment = isolated_environment | {"PYTHONPATH": str(PROJECT_ROOT)}
+    for options, expected in (
+        (["--models-dir", str(tmp_path / "none")], "no trained model of conv3_pool, conv5_pool"),
+        (["--port", taken_port], f"--host 127.0.0.1 --port {taken_port}: cannot listen there"),
+    ):
+        completed = subprocess.run([sys.executable, "-m", "tools.digit_page", "serve", "--port", "0", *options],
+                                   cwd=trained_models_dir, env=environment, capture_output=True, text=True,
+                                   timeout=120, check=False)  # fmt: skip
+        lines = completed.stderr.strip().splitlines()
+        assert completed.returncode == 1 and len(lines) == 1 and expected in lines[0], completed.stderr
