@@ -15,7 +15,7 @@ from PIL import Image
 from benchmarks import page_load
 from tests.conftest import PROJECT_ROOT, free_ports
 from tests.digit_pictures import photo, rendered_digit
-from tools import browser
+from tools import browser, figures
 
 UPLOAD_LIMIT_MB = 1
 
@@ -119,17 +119,9 @@ def test_a_bounded_load_of_200_requests_8_at_a_time_has_no_failures(page):
 
 def drawn(opened, strokes: list[list[tuple[float, float]]]) -> dict[str, list[tuple[str, float]]]:
     """Draws `strokes` (points in 0-1 of the pad) with the mouse, presses "Read it", and reads the table."""
-    page = opened.page
-    page.click("#clear")
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for point in points[1:]:
-            page.mouse.move(*point, steps=8)
-        page.mouse.up()
-    return answers_on(opened, lambda: page.click("#read"))
+    opened.page.click("#clear")
+    opened.draw("#pad", strokes)
+    return answers_on(opened, lambda: opened.page.click("#read"))
 
 
 def answers_on(opened, action) -> dict[str, list[tuple[str, float]]]:
@@ -149,8 +141,7 @@ def answers_on(opened, action) -> dict[str, list[tuple[str, float]]]:
 
 def test_the_page_in_a_real_browser_reads_a_drawn_1_and_7_and_an_uploaded_photo(page, tmp_path):
     url, _ = page
-    one = [[(0.5, 0.15), (0.5, 0.85)]]
-    seven = [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]]
+    one, seven = figures.DRAWN_ONE, figures.DRAWN_SEVEN
     photo_path = tmp_path / "photo_of_a_5.jpg"
     photo(rendered_digit("5", 260, 50, 235)).save(photo_path, quality=70)
     with browser.offline_page(url, width=1000) as opened:

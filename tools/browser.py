@@ -79,6 +79,17 @@ class OfflinePage:
             CHART_SELECTOR,
         )
 
+    def draw(self, selector: str, strokes: list[list[tuple[float, float]]]) -> None:
+        """Draws `strokes` with the mouse on the element `selector`: each a list of points, 0 to 1 across it."""
+        box = self.page.locator(selector).bounding_box()
+        for stroke in strokes:
+            points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+            self.page.mouse.move(*points[0])
+            self.page.mouse.down()
+            for point in points[1:]:
+                self.page.mouse.move(*point, steps=8)
+            self.page.mouse.up()
+
     def image_widths(self) -> dict[str, int]:
         return self.page.evaluate("() => Object.fromEntries([...document.images].map(i => [i.src, i.naturalWidth]))")
 
