@@ -70,3 +70,18 @@ def palette_image(digit: str, tmp_path) -> Path:
     path = tmp_path / f"palette_{digit}.gif"
     rendered_digit(digit, 180).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(path)
     return path
+
+
+def cmyk_jpeg(digit: str, tmp_path) -> Path:
+    """A print shop's file: CMYK JPEG."""
+    path = tmp_path / f"cmyk_{digit}.jpg"
+    rendered_digit(digit, 200).convert("CMYK").save(path, quality=90)
+    return path
+
+
+def multi_frame_tiff(digit: str, tmp_path) -> Path:
+    """A scanner's multi-page TIFF: the digit on the first page, another digit on the second."""
+    path = tmp_path / f"pages_{digit}.tif"
+    first, second = rendered_digit(digit, 200), rendered_digit("1" if digit != "1" else "0", 200)
+    first.save(path, save_all=True, append_images=[second])
+    return path

@@ -117,10 +117,11 @@ def test_a_bounded_load_of_200_requests_8_at_a_time_has_no_failures(page):
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
 
 
-def drawn(opened, strokes: list[list[tuple[float, float]]]) -> dict[str, list[tuple[str, float]]]:
-    """Draws `strokes` (points in 0-1 of the pad) with the mouse, presses "Read it", and reads the table."""
+def drawn(opened, strokes: list[list[tuple[float, float]]], touch: bool = False) -> dict[str, list[tuple[str, float]]]:
+    """Draws `strokes` (points in 0-1 of the pad) with the mouse or a finger, presses "Read it", and reads
+    the table."""
     opened.page.click("#clear")
-    opened.draw("#pad", strokes)
+    opened.draw("#pad", strokes, touch=touch)
     return answers_on(opened, lambda: opened.page.click("#read"))
 
 
@@ -139,15 +140,15 @@ def answers_on(opened, action) -> dict[str, list[tuple[str, float]]]:
     )
 
 
-def test_the_page_in_a_real_browser_reads_a_drawn_1_and_7_and_an_uploaded_photo(page, tmp_path):
+def test_the_page_in_a_real_browser_reads_a_1_drawn_by_mouse_a_7_by_touch_and_an_uploaded_photo(page, tmp_path):
     url, _ = page
     one, seven = figures.DRAWN_ONE, figures.DRAWN_SEVEN
     photo_path = tmp_path / "photo_of_a_5.jpg"
     photo(rendered_digit("5", 260, 50, 235)).save(photo_path, quality=70)
-    with browser.offline_page(url, width=1000) as opened:
+    with browser.offline_page(url, width=1000, touch=True) as opened:
         read_one = drawn(opened, one)
         shown = opened.page.evaluate("document.getElementById('model-input').naturalWidth")
-        read_seven = drawn(opened, seven)
+        read_seven = drawn(opened, seven, touch=True)
         read_photo = answers_on(opened, lambda: opened.page.set_input_files("#upload", str(photo_path)))
         missing = opened.page.evaluate("[...document.querySelectorAll('#missing li')].map(item => item.dataset.model)")
         assert opened.external_requests == [] and opened.errors == []

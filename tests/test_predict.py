@@ -9,7 +9,15 @@ from PIL import Image
 
 from stages.errors import DataError
 from tests.conftest import PROJECT_ROOT
-from tests.digit_pictures import canvas_export, exif_rotated, palette_image, photo_of, rendered_digit
+from tests.digit_pictures import (
+    canvas_export,
+    cmyk_jpeg,
+    exif_rotated,
+    multi_frame_tiff,
+    palette_image,
+    photo_of,
+    rendered_digit,
+)
 from tools import digit_image, predict
 
 
@@ -134,7 +142,7 @@ def test_a_truncated_file_is_one_line_naming_it(trained_models_dir, tmp_path):
     )
 
 
-def test_photos_canvas_exports_exif_and_palette_images_are_read_right(trained_models_dir, tmp_path):
+def test_photos_canvas_exports_exif_palette_cmyk_and_multi_page_images_are_read_right(trained_models_dir, tmp_path):
     made = [
         ("2", photo_of("2", tmp_path)),
         ("5", photo_of("5", tmp_path)),
@@ -142,6 +150,8 @@ def test_photos_canvas_exports_exif_and_palette_images_are_read_right(trained_mo
         ("3", canvas_export("3", tmp_path)),
         ("4", exif_rotated("4", tmp_path)),
         ("6", palette_image("6", tmp_path)),
+        ("8", cmyk_jpeg("8", tmp_path)),
+        ("9", multi_frame_tiff("9", tmp_path)),
     ]
     shown = tmp_path / "seen.png"
     completed = run_predict(trained_models_dir, "--model", "conv3_pool", *[str(path) for _, path in made])

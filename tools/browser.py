@@ -8,6 +8,7 @@ blank and `OfflinePage.external_requests` names the URLs.
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -79,15 +80,28 @@ class OfflinePage:
             CHART_SELECTOR,
         )
 
-    def draw(self, selector: str, strokes: list[list[tuple[float, float]]]) -> None:
-        """Draws `strokes` with the mouse on the element `selector`: each a list of points, 0 to 1 across it."""
+    def draw(self, selector: str, strokes: list[list[tuple[float, float]]], touch: bool = False) -> None:
+        """Draws `strokes` on the element `selector`, each a list of points 0 to 1 across it: with the mouse,
+        or with a finger (touch events through Chromium's DevTools protocol; the page must be opened with
+        touch=True)."""
         box = self.page.locator(selector).bounding_box()
+        finger = self.page.context.new_cdp_session(self.page) if touch else None
         for stroke in strokes:
             points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
-            self.page.mouse.move(*points[0])
+            path = [points[0]] + [
+                (start[0] + (end[0] - start[0]) * step / 8, start[1] + (end[1] - start[1]) * step / 8)
+                for start, end in itertools.pairwise(points)
+                for step in range(1, 9)
+            ]
+            if finger:
+                for kind, (x, y) in [("touchStart", path[0]), *[("touchMove", point) for point in path[1:]]]:
+                    finger.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+                finger.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+                continue
+            self.page.mouse.move(*path[0])
             self.page.mouse.down()
-            for point in points[1:]:
-                self.page.mouse.move(*point, steps=8)
+            for point in path[1:]:
+                self.page.mouse.move(*point)
             self.page.mouse.up()
 
     def image_widths(self) -> dict[str, int]:
@@ -95,9 +109,10 @@ class OfflinePage:
 
 
 @contextlib.contextmanager
-def offline_page(address: Path | str, width: int = 1400):
+def offline_page(address: Path | str, width: int = 1400, touch: bool = False):
     """Opens `address` in headless Chromium with every other request refused: a local page (a path), or a
-    page served on this machine (an http://127.0.0.1:PORT/ URL), which may also reach its own origin."""
+    page served on this machine (an http://127.0.0.1:PORT/ URL), which may also reach its own origin.
+    With `touch`, the page sees a touch screen, as on a phone."""
     from urllib.parse import urlsplit
 
     from playwright.sync_api import sync_playwright
@@ -112,7 +127,7 @@ def offline_page(address: Path | str, width: int = 1400):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": width, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": 900}, has_touch=touch)
             opened = OfflinePage(page, allowed)
 
             def route(handle) -> None:
