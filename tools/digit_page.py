@@ -36,7 +36,7 @@ PAGE = Path(__file__).with_name("digit_page.html")
 DEFAULT_MAX_UPLOAD_MB = 10.0
 
 
-class Readers:
+class TrainedModels:
     """Every trained model of params.yaml's `models`, loaded once, and the ones not trained with the command
     that makes them. Inference is serialized: Keras models are not documented as safe to call from several
     threads at once, and on a CPU one call already uses every core."""
@@ -98,7 +98,7 @@ def input_data_url(model_input: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(readers: Readers, max_upload_bytes: int):
+def create_app(trained: TrainedModels, max_upload_bytes: int):
     """The web application: GET / the page, GET /models what is loaded, POST /predict one image as the body."""
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
@@ -118,8 +118,8 @@ def create_app(readers: Readers, max_upload_bytes: int):
     @app.get("/models")
     def models() -> dict:
         return {
-            "loaded": [{"model": name, "seed": seed} for name, (_, _, seed) in readers.models.items()],
-            "missing": readers.missing,
+            "loaded": [{"model": name, "seed": seed} for name, (_, _, seed) in trained.models.items()],
+            "missing": trained.missing,
             "max_upload_bytes": max_upload_bytes,
         }
 
@@ -140,7 +140,7 @@ def create_app(readers: Readers, max_upload_bytes: int):
         if not body:
             return refused(400, "upload: the request body is empty; expected the image's bytes")
         try:
-            return await run_in_threadpool(readers.read, bytes(body))
+            return await run_in_threadpool(trained.read, bytes(body))
         except DataError as error:
             return refused(422, str(error))
 
@@ -177,7 +177,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-def warmed_up(readers: Readers) -> None:
+def warm_up(trained: TrainedModels) -> None:
     """One drawing read end to end before the first visitor, so that their answer is not the slow first one
     (the image libraries load lazily, and each model traces its first call)."""
     from PIL import Image, ImageDraw
@@ -186,7 +186,7 @@ def warmed_up(readers: Readers) -> None:
     ImageDraw.Draw(drawing).line([(70, 20), (70, 120)], fill=0, width=12)
     buffer = io.BytesIO()
     drawing.save(buffer, format="PNG")
-    readers.read(buffer.getvalue(), "warm-up drawing")
+    trained.read(buffer.getvalue(), "warm-up drawing")
 
 
 def serve(arguments: argparse.Namespace) -> None:
@@ -197,12 +197,12 @@ def serve(arguments: argparse.Namespace) -> None:
     listener = listening_socket(arguments.host, arguments.port)
     cli.import_tensorflow_quietly()  # only now: a taken port is reported without the seconds this takes
     model_names = params.select(params.load_params(), "models")
-    readers = Readers(arguments.models_dir, model_names, arguments.seed)
-    warmed_up(readers)
-    app = create_app(readers, int(arguments.max_upload_mb * 1e6))
-    loaded = ", ".join(f"{name} (seed {seed})" for name, (_, _, seed) in readers.models.items())
+    trained = TrainedModels(arguments.models_dir, model_names, arguments.seed)
+    warm_up(trained)
+    app = create_app(trained, int(arguments.max_upload_mb * 1e6))
+    loaded = ", ".join(f"{name} (seed {seed})" for name, (_, _, seed) in trained.models.items())
     print(f"digit_page: models loaded: {loaded}", flush=True)
-    for name, message in readers.missing.items():
+    for name, message in trained.missing.items():
         print(f"digit_page: {name} not loaded: {message}", flush=True)
     if not is_loopback(arguments.host):
         print(f"digit_page: warning: listening on {arguments.host}: other machines can reach this page", flush=True)
