@@ -11,7 +11,6 @@ throughput for both, their ratios, and every request that did not get a 200.
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import subprocess
@@ -102,15 +101,13 @@ def fire(url: str, bodies: list[tuple[bytes, str]], requests: int, concurrency: 
 def sample_bodies() -> list[tuple[bytes, str]]:
     """What users send: canvas drawings (280x280 PNG, as the page exports them) and phone-like JPEG photos."""
     from tests import digit_pictures
+    from tools.digit_image import encoded
 
-    bodies = []
-    for digit in "0123456789":
-        buffer = io.BytesIO()
-        digit_pictures.rendered_digit(digit, 280, ink=0, paper=255).save(buffer, format="PNG")
-        bodies.append((buffer.getvalue(), "image/png"))
-    buffer = io.BytesIO()
-    digit_pictures.photo(digit_pictures.rendered_digit("2", 260, ink=50, paper=235)).save(buffer, format="JPEG")
-    bodies.append((buffer.getvalue(), "image/jpeg"))
+    bodies = [
+        (encoded(digit_pictures.rendered_digit(digit, 280, ink=0, paper=255)), "image/png") for digit in "0123456789"
+    ]
+    photo = digit_pictures.photo(digit_pictures.rendered_digit("2", 260, ink=50, paper=235))
+    bodies.append((encoded(photo, "JPEG"), "image/jpeg"))
     return bodies
 
 

@@ -16,6 +16,7 @@ from benchmarks import page_load
 from tests.conftest import PROJECT_ROOT, free_ports
 from tests.digit_pictures import photo, rendered_digit
 from tools import browser, figures
+from tools.digit_image import encoded
 
 UPLOAD_LIMIT_MB = 1
 
@@ -39,12 +40,6 @@ def page(trained_models_dir, page_models, isolated_environment):
         yield url, server
 
 
-def png_bytes(image: Image.Image, image_format: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format)
-    return buffer.getvalue()
-
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
@@ -57,7 +52,7 @@ def test_every_loaded_model_answers_with_its_top_three_and_the_missing_ones_are_
     assert set(models["missing"]) == {"conv5_pool", "conv7_pool", "conv3_dropout"}
     assert "run `dvc repro train@conv5_pool-1` to train it, or `dvc pull`" in models["missing"]["conv5_pool"]
 
-    status, answer = page_load.post(url + "predict", png_bytes(photo(rendered_digit("2", 260, 50, 235)), "JPEG"),
+    status, answer = page_load.post(url + "predict", encoded(photo(rendered_digit("2", 260, 50, 235)), "JPEG"),
                                     "image/jpeg")  # fmt: skip
     assert status == 200, answer
     assert [row["model"] for row in answer["answers"]] == ["conv3_pool", "arch"]
@@ -85,14 +80,14 @@ def raw_post(url: str, body, content_type: str | None, chunked: bool = False) ->
 
 def test_bad_uploads_get_a_4xx_with_a_message_and_the_server_keeps_running(page):
     url, server = page
-    whole = png_bytes(rendered_digit("3", 200))
+    whole = encoded(rendered_digit("3", 200))
     megabyte = 1_000_000
-    oversized = png_bytes(Image.effect_noise((1200, 1200), 80))  # noise does not compress: over 1 MB
+    oversized = encoded(Image.effect_noise((1200, 1200), 80))  # noise does not compress: over 1 MB
     assert len(oversized) > UPLOAD_LIMIT_MB * megabyte
     cases = [
         ("not an image", b"just some text, not a picture", "image/png", False, 422, "upload: not an image file"),
         ("truncated", whole[: len(whole) // 2], "image/png", False, 422, "upload: truncated or unreadable image"),
-        ("blank", png_bytes(Image.new("L", (200, 200), 255)), "image/png", False, 422, "upload: blank image"),
+        ("blank", encoded(Image.new("L", (200, 200), 255)), "image/png", False, 422, "upload: blank image"),
         ("wrong type", whole, "text/plain", False, 415, "Content-Type 'text/plain': expected an image type"),
         ("no type", whole, None, False, 415, "Content-Type '(none)': expected an image type"),
         ("empty", b"", "image/png", False, 400, "the request body is empty"),
@@ -142,7 +137,7 @@ def answers_on(opened, action) -> dict[str, list[tuple[str, float]]]:
 
 def test_the_page_in_a_real_browser_reads_a_1_drawn_by_mouse_a_7_by_touch_and_an_uploaded_photo(page, tmp_path):
     url, _ = page
-    one, seven = figures.DRAWN_ONE, figures.DRAWN_SEVEN
+    one, seven = [[(0.5, 0.15), (0.5, 0.85)]], figures.DRAWN_SEVEN
     photo_path = tmp_path / "photo_of_a_5.jpg"
     photo(rendered_digit("5", 260, 50, 235)).save(photo_path, quality=70)
     with browser.offline_page(url, width=1000, touch=True) as opened:

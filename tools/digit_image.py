@@ -234,8 +234,6 @@ def load(source: Path | BinaryIO, name: str | None = None) -> np.ndarray:
 
 def side_by_side_png(original, model_input: np.ndarray, height: int = 280) -> bytes:
     """The original image and the 28x28 input the model saw, enlarged to the same height, as PNG bytes."""
-    import io
-
     from PIL import Image
 
     shown = original.convert("RGB")
@@ -244,6 +242,13 @@ def side_by_side_png(original, model_input: np.ndarray, height: int = 280) -> by
     page = Image.new("RGB", (shown.width + 20 + height, height), "white")
     page.paste(shown, (0, 0))
     page.paste(seen.convert("RGB"), (shown.width + 20, 0))
+    return encoded(page)
+
+
+def encoded(image, image_format: str = "PNG") -> bytes:
+    """A PIL image as the bytes of an image file (PNG by default)."""
+    import io
+
     buffer = io.BytesIO()
-    page.save(buffer, format="PNG")
+    image.save(buffer, format=image_format)
     return buffer.getvalue()

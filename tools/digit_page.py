@@ -95,9 +95,8 @@ class TrainedModels:
 def input_data_url(model_input: np.ndarray) -> str:
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray((model_input * 255).round().astype(np.uint8)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    picture = digit_image.encoded(Image.fromarray((model_input * 255).round().astype(np.uint8)))
+    return "data:image/png;base64," + base64.b64encode(picture).decode()
 
 
 def create_app(trained: TrainedModels, max_upload_bytes: int):
@@ -186,9 +185,7 @@ def warm_up(trained: TrainedModels) -> None:
 
     drawing = Image.new("L", (140, 140), 255)
     ImageDraw.Draw(drawing).line([(70, 20), (70, 120)], fill=0, width=12)
-    buffer = io.BytesIO()
-    drawing.save(buffer, format="PNG")
-    trained.read(buffer.getvalue(), "warm-up drawing")
+    trained.read(digit_image.encoded(drawing), "warm-up drawing")
 
 
 def serve(arguments: argparse.Namespace) -> None:

@@ -42,8 +42,7 @@ def render(targets: list[str], output_dir: Path) -> list[Path]:
     return written
 
 
-# Strokes on the digit page's pad, in 0-1 of its width and height.
-DRAWN_ONE = [[(0.5, 0.15), (0.5, 0.85)]]
+# A 7's strokes on the digit page's pad, in 0-1 of its width and height.
 DRAWN_SEVEN = [[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]]
 
 
