@@ -1,9 +1,9 @@
-"""What Ray and the DVC remote add per stage: the same small study by `dvc repro` and by tools/cluster.py.
+"""What Ray and the DVC remote add per stage: the same small study by `dvc repro` and by the cluster package.
 
     python -m benchmarks.cluster_overhead [--limit 3000] [--epochs 2] [--output benchmarks/results-cluster.json]
 
 Two clones of this commit with the same small configuration (two models, two seeds): one runs
-plain `dvc repro`, the other `python -m tools.cluster repro` on a two-node Ray cluster on loopback
+plain `dvc repro`, the other `python -m cluster repro` on a two-node Ray cluster on loopback
 (one CPU each, tests/ray_cluster.py) with a local-directory remote. Reports both wall times, their
 ratio, each remote stage's time inside its task against the same stage's local time, and whether
 the two `dvc.lock` files are equal.
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import yaml
 
+from cluster import plan as cluster_plan
 from tests.conftest import make_tiny_project, set_params
 from tests.ray_cluster import RayCluster
-from tools import cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_repro(project: Path, environment: dict) -> tuple[float, dict[str, float]]:
     """`dvc repro` stage by stage (in DAG order), timing each."""
-    stages = [stage.name for stage in cluster.plan(project, [])]  # what dvc repro runs, in its order
+    stages = [stage.name for stage in cluster_plan.plan(project, [])]  # what dvc repro runs, in its order
     seconds = {}
     began = time.monotonic()
     for stage in stages:
@@ -61,7 +61,7 @@ def main() -> None:
         summary_path = Path(scratch) / "summary.json"
         with RayCluster(environment) as cluster:
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "tools.cluster", "repro", "--address", cluster.address,
+            subprocess.run([sys.executable, "-m", "cluster", "repro", "--address", cluster.address,
                             "--summary", str(summary_path)], cwd=distributed, env=environment, check=True,
                            capture_output=True)  # fmt: skip
             cluster_seconds = time.monotonic() - started

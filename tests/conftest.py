@@ -20,7 +20,7 @@ from stages import download, params
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 # What a copy of the project needs to run the pipeline; data, models and caches are left behind.
-PROJECT_FILES = ("stages", "tools", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
+PROJECT_FILES = ("stages", "tools", "cluster", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
 # A few hundred images, one epoch, one seed: the real pipeline, shrunk.
 TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "train.seeds": [1], "evaluate.sample_indices": [0, 100, 250]}
 FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
