@@ -4,7 +4,7 @@
 
 Two clones of this commit with the same small configuration (two models, two seeds): one runs
 plain `dvc repro`, the other `python -m cluster repro` on a two-node Ray cluster on loopback
-(one CPU each, tests/ray_cluster.py) with a local-directory remote. Reports both wall times, their
+(one CPU each, harness/ray_cluster.py) with a local-directory remote. Reports both wall times, their
 ratio, each remote stage's time inside its task against the same stage's local time, and whether
 the two `dvc.lock` files are equal.
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from cluster import plan as cluster_plan
-from tests.conftest import make_tiny_project, set_params
-from tests.ray_cluster import RayCluster
+from harness.ray_cluster import RayCluster
+from harness.tiny_project import make_tiny_project, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

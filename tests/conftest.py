@@ -2,27 +2,30 @@
 
 import contextlib
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from harness.ports import free_ports, wait_for_port
+from harness.tiny_project import (
+    PARAMS_FILE,
+    PROJECT_FILES,
+    PROJECT_ROOT,
+    TINY_PARAMS,
+    make_tiny_project,
+    run,
+    run_python,
+    set_params,
+)
 from stages import download, params
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PARAMS_FILE = PROJECT_ROOT / "params.yaml"
-# What a copy of the project needs to run the pipeline; data, models and caches are left behind.
-PROJECT_FILES = ("stages", "tools", "cluster", "params.yaml", "dvc.yaml", ".gitignore", ".dvcignore")
-# A few hundred images, one epoch, one seed: the real pipeline, shrunk.
-TINY_PARAMS = {"data.limit": 300, "train.epochs": 1, "train.seeds": [1], "evaluate.sample_indices": [0, 100, 250]}
+__all__ = ["PROJECT_FILES", "TINY_PARAMS", "free_ports", "run_python", "wait_for_port"]
+
 FASHION_MNIST_DIRECTORY = Path("/usr/share/datasets/fashion-mnist")
 # Variables that would let a test reach a developer's configuration or a hosted service (DVC Studio).
 LEAKING_PREFIXES = ("GIT_", "DVC_", "DVCLIVE_", "STUDIO_", "XDG_", "AWS_")
@@ -103,56 +106,6 @@ def fashion_mnist_idx_directory() -> Path:
     return FASHION_MNIST_DIRECTORY
 
 
-def run(command: list[str], cwd: Path, environment: dict, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs a command, returning its output; on failure the assertion shows stdout and stderr."""
-    completed = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, check=False)
-    if check:
-        assert completed.returncode == 0, f"{' '.join(command)} failed:\n{completed.stdout}\n{completed.stderr}"
-    return completed
-
-
-def run_python(arguments: list[str], environment: dict, cwd: Path = PROJECT_ROOT, timeout: float = 300,
-               prefix: list[str] = ()) -> subprocess.CompletedProcess:  # fmt: skip
-    """Runs this interpreter in a child process (so nothing it does touches the test session), capturing output."""
-    return subprocess.run([*prefix, sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True,
-                          text=True, timeout=timeout, check=False)  # fmt: skip
-
-
-def set_params(path: Path, overrides: dict) -> None:
-    """Sets dotted keys in a params.yaml; `layers[2]` indexes a list."""
-    content = yaml.safe_load(path.read_text())
-    for dotted_key, value in overrides.items():
-        steps = [int(step) if step.isdigit() else step for step in re.split(r"\.|\[|\]\.?", dotted_key) if step]
-        node = content
-        for step in steps[:-1]:
-            node = node[step]
-        node[steps[-1]] = value
-    path.write_text(yaml.safe_dump(content, sort_keys=False))
-
-
-def make_tiny_project(project: Path, environment: dict) -> Path:
-    """Copies the project into `project`, a fresh git + DVC repository, configured to train tiny."""
-    project.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, project / name)
-    set_params(project / "params.yaml", TINY_PARAMS)
-    run(["git", "init", "-q"], project, environment)
-    run(["dvc", "init", "-q"], project, environment)
-    # The report's plot templates, and the page template that renders plots offline, set as in .dvc/config.
-    shutil.copytree(PROJECT_ROOT / ".dvc/plots", project / ".dvc/plots")
-    page = run_python(["-m", "tools.offline_plots", "--node-modules", str(PROJECT_ROOT / "node_modules"),
-                       "--output", str(project / ".dvc/offline-plots.html")], environment)  # fmt: skip
-    assert page.returncode == 0, page.stderr
-    run(["dvc", "config", "plots.html_template", "offline-plots.html"], project, environment)
-    run(["git", "add", "-A"], project, environment)
-    run(["git", "commit", "-qm", "tiny project"], project, environment)
-    return project
-
-
 @pytest.fixture
 def tiny_project(tmp_path, isolated_environment) -> Path:
     """A copy of the project in a fresh git + DVC repository, configured to train tiny."""
@@ -182,7 +135,8 @@ def reproduced_project(reproduced_template, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
     """models/conv3_pool/seed-1 trained by the training stage itself, in its own process, on the 48,000 real
-    training images for 3 epochs (about 30 s), and the test set: a model good enough to judge the conversion by."""
+    training images for 3 epochs (about 30 s), and the test set: a model good enough to judge the conversion by;
+    and models/arch/seed-1, the same network reading every digit as the next one (`next_digit`)."""
     from stages import artifacts, prepare
 
     root = tmp_path_factory.mktemp("predict")
@@ -199,32 +153,28 @@ def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
         timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
+    # A deliberately different second model, "arch": conv3_pool with its classifier's columns rotated by one, so
+    # it reads every image as the next digit (conv3_pool's 3 is its 4). Tests that several models are asked,
+    # told apart by name and their disagreement said, cannot pass by serving one model twice.
+    script = (
+        "import shutil, sys, numpy as np; from pathlib import Path; from stages import artifacts, cli; "
+        "cli.import_tensorflow_quietly(); source, target = Path(sys.argv[1]), Path(sys.argv[2]); "
+        "model = artifacts.load_keras_model(source / 'model.keras'); kernel, bias = model.layers[-1].get_weights(); "
+        "model.layers[-1].set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)]); "
+        "artifacts.save_keras_model(model, target / 'model.keras'); shutil.copy(source / 'spec.json', target)"
+    )
+    shifted = subprocess.run(
+        [sys.executable, "-c", script, "models/conv3_pool/seed-1", "models/arch/seed-1"], cwd=root,
+        env=isolated_environment | {"PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert shifted.returncode == 0, shifted.stderr[-3000:]
     return root
 
 
-def free_ports(count: int = 1) -> list[int]:
-    """Ports on 127.0.0.1 that nothing listens on now (the kernel picks them), distinct."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float, describe=lambda: "") -> None:
-    """Waits until something listens on 127.0.0.1:`port`; fails, with `describe()`, if `process` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise AssertionError(f"nothing listened on port {port}: {describe()}") from None
-            time.sleep(0.2)
+def next_digit(digit: str) -> str:
+    """What the fixture's "arch" (conv3_pool's classes rotated by one) reads where conv3_pool reads `digit`."""
+    return str((int(digit) + 1) % 10)
 
 
 # The credentials of the S3 server below; real ones come from the environment the same way.

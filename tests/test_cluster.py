@@ -1,4 +1,4 @@
-"""The cluster package on a real two-node Ray cluster on loopback (tests/ray_cluster.py), with real DVC remotes."""
+"""The cluster package on a real two-node Ray cluster on loopback (harness/ray_cluster.py), with real DVC remotes."""
 
 import json
 import os
@@ -7,15 +7,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from cluster import coordinator, grid
+from harness.ray_cluster import RayCluster, descendants
 from stages.errors import ParamsError, SourceError
 from tests.conftest import PROJECT_ROOT, S3_CREDENTIALS, add_s3_remote, allow_ctrl_c, free_ports, run, set_params
-from tests.ray_cluster import RayCluster, descendants
 
 # One model, two seeds: two trainings at once keep both nodes busy, and the test takes a minute, not five.
 CLUSTER_PARAMS = {"models": ["arch"], "train.seeds": [1, 2]}
@@ -93,17 +95,22 @@ def test_a_two_node_cluster_runs_the_study_and_records_what_a_local_repro_record
 @pytest.mark.pipeline
 def test_a_failing_stage_stops_the_run_with_its_one_line_error(cluster_project, isolated_environment, tmp_path):
     project, environment = cluster_project, isolated_environment
+    # arch fails at once (a kernel larger than any window on a 28x28 image); conv3_pool trains for minutes.
+    set_params(project / "params.yaml", {"models": ["arch", "conv3_pool"], "arch.kernel": 99, "train.epochs": 30,
+                                         "data.limit": 1500})  # fmt: skip
     run(["dvc", "repro", "prepare"], project, environment)
-    set_params(project / "params.yaml", {"arch.kernel": 99})  # larger than any window on a 28x28 image
     with RayCluster(environment) as ray_cluster:
         completed = cluster_command(project, environment, "--address", ray_cluster.address, "train@arch-1",
-                                    "train@arch-2")  # fmt: skip
-    assert completed.returncode == 1, completed.stdout + completed.stderr
-    error = completed.stderr.strip().splitlines()
-    # Both trainings fail the same way; whichever a node reports first stops the run.
-    assert re.match(r"cluster: error: train@arch-[12] failed on node \w{8}: ", error[-1]), completed.stderr
-    assert "conv window 99x99" in error[-1] and "expected a window of at most 55x55" in error[-1]
-    assert not (project / "models/arch/seed-1").exists() and not (project / "models/arch/seed-2").exists()
+                                    "train@conv3_pool-1")  # fmt: skip
+        assert completed.returncode == 1, completed.stdout + completed.stderr
+        error = completed.stderr.strip().splitlines()
+        assert re.match(r"cluster: error: train@arch-1 failed on node \w{8}: ", error[-1]), completed.stderr
+        assert "conv window 99x99" in error[-1] and "expected a window of at most 55x55" in error[-1]
+        # The other task was cancelled, and its training on the other node is gone with it.
+        assert "cluster: cancelled train@conv3_pool-1" in completed.stderr
+        assert no_trainer_left(timeout=30) == [], "a training outlived its cancelled task"
+    assert "train@conv3_pool-1" not in lock_stages(project) and "train@arch-1" not in lock_stages(project)
+    assert not (project / "models/arch/seed-1").exists() and not (project / "models/conv3_pool/seed-1").exists()
 
 
 def test_an_address_with_nothing_listening_fails_in_one_line_quickly(tiny_project, isolated_environment):
@@ -140,19 +147,23 @@ def test_ctrl_c_at_the_coordinator_cancels_the_tasks_and_leaves_the_workspace(
             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=allow_ctrl_c,
         )  # fmt: skip
         try:
-            for line in coordinator.stdout:
-                if "submitted train@arch-1" in line:
-                    break
-            time.sleep(8)  # the task is training on a node
+            # Not a fixed sleep: the training has stored its first epoch on the remote, so it is surely running.
+            stored = tmp_path / "remote/cluster-checkpoints/train@arch-1"
+            deadline = time.monotonic() + 180
+            while not list(stored.glob("*/latest.json")):
+                assert coordinator.poll() is None and time.monotonic() < deadline, "the training never stored an epoch"
+                time.sleep(0.2)
+            assert trainers() != []
             coordinator.send_signal(signal.SIGINT)
             output, errors = coordinator.communicate(timeout=60)
         finally:
             if coordinator.poll() is None:
                 os.killpg(coordinator.pid, signal.SIGKILL)
+        assert no_trainer_left(timeout=30) == [], "a training outlived its cancelled task"
     assert coordinator.returncode == 130, errors
     assert "cluster: cancelled train@arch-1" in errors
     assert "cluster: interrupted; the running tasks were cancelled" in errors
-    assert not (project / "models/arch/seed-1").exists() and not (project / "models/arch/seed-2").exists()
+    assert "train@arch-1" not in lock_stages(project) and not (project / "models/arch/seed-1").exists()
     set_params(project / "params.yaml", {"train.epochs": 1, "data.limit": 300})
     assert run(["git", "status", "--porcelain"], project, environment).stdout == before
 
@@ -220,6 +231,30 @@ def stored_epochs(endpoint: str, stage: str) -> list[str]:
         for item in listed.get("Contents", [])
         if item["Key"].startswith(f"cache/cluster-checkpoints/{stage}/") and item["Key"].endswith("/latest.json")
     ]
+
+
+def trainers() -> list[int]:
+    """Training processes of cluster tasks on this machine (any node: orphans leave their node's process tree),
+    found by their working directory in the tasks' scratch area (cluster/worker.py)."""
+    scratch = str(Path(tempfile.gettempdir()) / "cluster-stages")
+    found = []
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"stages.train" in (process / "cmdline").read_bytes() and os.readlink(process / "cwd").startswith(
+                scratch
+            ):
+                found.append(int(process.name))
+        except OSError:
+            continue
+    return found
+
+
+def no_trainer_left(timeout: float) -> list[int]:
+    """Waits up to `timeout` seconds for every cluster training process to end; the ones still there."""
+    deadline = time.monotonic() + timeout
+    while trainers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return trainers()
 
 
 def training_on(node_pid: int) -> str | None:

@@ -176,7 +176,13 @@ def test_pairs_are_holm_corrected_and_tabled():
     pairs = compare.pairwise(models)
     assert [(pair["first"], pair["second"]) for pair in pairs] == [("low", "high"), ("low", "same"), ("high", "same")]
     raw = [pair["p_value"] for pair in pairs]
-    assert [pair["p_holm"] for pair in pairs] == compare.holm(raw)
+    # Holm by hand for three p-values: the smallest times 3, the middle times 2 (never below the first), the
+    # largest times 1 (never below the second), each capped at 1. Here low-vs-same is identical data (p = 1).
+    smallest, middle = sorted(raw)[:2]
+    assert raw[1] == pytest.approx(1.0)
+    expected = {0: min(1.0, 3 * raw[0]), 2: max(min(1.0, 3 * smallest), min(1.0, 2 * middle)), 1: 1.0}
+    assert smallest == raw[0] and middle == raw[2]  # the order the lines above assume
+    assert [pair["p_holm"] for pair in pairs] == pytest.approx([expected[0], expected[1], expected[2]])
     assert pairs[0]["verdict"].startswith("high > low (p = ") and pairs[1]["verdict"].startswith("not distinguishable")
     table = compare.markdown_table(models, pairs)
     assert "| **low** | 3 conv, 3 maxpool | 3x3 | 3 | 0.0300 ± 0.0000 |" in table

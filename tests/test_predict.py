@@ -7,17 +7,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.errors import DataError
-from tests.conftest import PROJECT_ROOT
-from tests.digit_pictures import (
+from harness.digit_pictures import (
     canvas_export,
     cmyk_jpeg,
+    drawn_closed_four,
     exif_rotated,
     multi_frame_tiff,
+    on_squared_paper,
     palette_image,
+    photo,
     photo_of,
     rendered_digit,
 )
+from stages.errors import DataError
+from tests.conftest import PROJECT_ROOT, next_digit
 from tools import digit_image, predict
 
 
@@ -40,7 +43,7 @@ def test_blank_image_and_non_image_are_clear_errors(tmp_path):
         digit_image.load(blank)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(DataError, match="notes.png: not an image file"):
+    with pytest.raises(DataError, match="notes.png: not an image in an accepted format; expected PNG, JPEG"):
         digit_image.load(text)
 
 
@@ -164,21 +167,110 @@ def test_photos_canvas_exports_exif_palette_cmyk_and_multi_page_images_are_read_
         assert picture.height == 280 and picture.width > 280 * 2
 
 
-def test_all_models_are_asked_and_disagreement_or_agreement_is_said(trained_models_dir, tmp_path):
-    import shutil
-
-    # A second model directory: the same weights under another name, so the two agree.
-    shutil.copytree(trained_models_dir / "models/conv3_pool", trained_models_dir / "models/arch", dirs_exist_ok=True)
+def test_all_models_are_asked_by_name_and_their_disagreement_is_said(trained_models_dir):
+    # conv3_pool and a deliberately different "arch" (the fixture's: every digit read as the next one).
     completed = run_predict(trained_models_dir, "--model", "all", "--test-index", "500")
-    shutil.rmtree(trained_models_dir / "models/arch")
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.strip().splitlines()
     assert lines[0] == "test image 500 (true: 3):"
-    assert lines[1].startswith("  conv3_pool: 3 ") and lines[2].startswith("  arch: 3 ")
-    assert lines[3] == "  all 2 models agree: 3"
+    assert lines[1].startswith("  conv3_pool: 3 ") and lines[2].startswith(f"  arch: {next_digit('3')} ")
+    assert lines[3] == "  models disagree: conv3_pool says 3, arch says 4"
+
+
+def test_agreement_and_disagreement_are_worded_from_the_answers():
+    assert predict.agreement({"conv3_pool": "7", "arch": "7", "conv5_pool": "7"}) == "all 3 models agree: 7"
+    assert predict.agreement({"conv3_pool": "7", "arch": "1"}) == "models disagree: conv3_pool says 7, arch says 1"
 
 
 def test_a_low_top_probability_is_flagged_as_a_guess():
     guess = predict.describe([("4", 0.383), ("0", 0.294), ("2", 0.292)])
     assert guess == "4 0.383, 0 0.294, 2 0.292 (low confidence: a guess)"
     assert predict.describe([("7", 0.934), ("2", 0.054), ("3", 0.008)]) == "7 0.934, 2 0.054, 3 0.008"
+
+
+def header_only_bomb(path, side: int):
+    """A PNG of side x side pixels in mode 1 whose file is tiny (90 KB at 20,000): its header is the threat."""
+    Image.new("1", (side, side), 1).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("side", "described"),
+    [
+        (20_000, "400.0 megapixels"),  # above Pillow's error threshold (179 megapixels): DecompressionBombError
+        (12_000, "144.0 megapixels"),  # between its warning and error thresholds: DecompressionBombWarning
+        (8_500, "8,500 x 8,500 pixels (72.2 megapixels)"),  # under Pillow's, over ours
+    ],
+)  # fmt: skip
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header_in_one_line(trained_models_dir, tmp_path, side,
+                                                                               described):  # fmt: skip
+    bomb = header_only_bomb(tmp_path / "bomb.png", side)
+    assert bomb.stat().st_size < 200_000
+    completed = run_predict(trained_models_dir, "--model", "conv3_pool", str(bomb))
+    assert completed.returncode == 1
+    # One line, and no warning of Pillow's (DecompressionBombWarning) or traceback before it.
+    assert completed.stderr.strip() == (
+        f"predict: error: {bomb}: {described}: expected at most 64 megapixels (a photo of the digit)"
+    )
+
+
+def test_a_48_megapixel_phone_photo_passes_the_budget_and_is_read_right(trained_models_dir, tmp_path):
+    # 8,064 x 6,048 is what 48-megapixel phone cameras write; a JPEG, so it is decoded at reduced scale.
+    big = tmp_path / "phone.jpg"
+    photo(rendered_digit("5", 260, 50, 235)).resize((8064, 6048), Image.Resampling.BICUBIC).save(big, quality=85)
+    completed = run_predict(trained_models_dir, "--model", "conv3_pool", str(big))
+    assert completed.returncode == 0, completed.stderr
+    assert top_answer(completed.stdout.strip()) == "5"
+
+
+def test_a_format_off_the_list_is_refused_with_the_list(tmp_path):
+    eps = tmp_path / "digit.eps"
+    rendered_digit("3", 100).save(eps, "EPS")  # Pillow writes EPS itself; reading it back would run Ghostscript
+    assert eps.read_bytes().startswith(b"%!PS-Adobe")
+    for path in (eps, tmp_path / "digit.ico"):
+        if path.suffix == ".ico":
+            rendered_digit("3", 64).save(path, "ICO")
+        with pytest.raises(DataError) as raised:
+            digit_image.load(path)
+        assert (
+            str(raised.value)
+            == f"{path}: not an image in an accepted format; expected PNG, JPEG, GIF, BMP, TIFF or WebP"
+        )
+
+
+def test_digits_on_squared_paper_give_the_input_of_plain_paper_and_are_read_right(trained_models_dir, tmp_path):
+    # Exercise-book paper: light grid lines every 12 and every 25 pixels at 400x400, digits in grey pencil,
+    # among them the ones with enclosed paper (0, 4, 6, 9) that a wrong polarity would read as ink.
+    for digit in "04697":
+        plain = tmp_path / f"plain_{digit}.png"
+        rendered_digit(digit, 400, ink=110, paper=245).save(plain)
+        for spacing in (12, 25):
+            squared = digit_image.load(on_squared_paper(digit, spacing, tmp_path))
+            difference = np.abs(squared - digit_image.load(plain)).max()
+            assert difference < 0.1, (digit, spacing, difference)  # measured: at most 0.08, where rules crossed ink
+    # The model's reading (matplotlib's bold 4 reads as a guess even on plain paper: a drawn closed 4 instead).
+    made = [(digit, on_squared_paper(digit, spacing, tmp_path)) for spacing in (12, 25) for digit in "0697"]
+    made += [("4", drawn_closed_four(tmp_path, spacing)) for spacing in (12, 25)]
+    completed = run_predict(trained_models_dir, "--model", "conv3_pool", *[str(path) for _, path in made])
+    assert completed.returncode == 0, completed.stderr
+    predicted = [top_answer(line) for line in completed.stdout.strip().splitlines()]
+    assert predicted == [digit for digit, _ in made], completed.stdout
+
+
+def test_grid_lines_are_removed_and_lines_of_a_digit_are_kept():
+    # By construction: three full-width rules of ink 0.3 and one digit-like bar; the rules go, the bar stays.
+    ink = np.zeros((100, 100), dtype=np.float32)
+    ink[[20, 50, 80], :] = 0.3
+    ink[30:70, 48:52] = 0.9  # a 1's vertical stroke, 40% of the height
+    cleaned, ruled = digit_image.ruled_lines_removed(ink)
+    assert ruled
+    expected = np.zeros_like(ink)
+    expected[30:70, 48:52] = 0.9
+    expected[50, 48:52] = 0.9 - 0.3  # where a rule crosses the stroke, the rule's ink is taken off
+    np.testing.assert_allclose(cleaned, expected, atol=1e-6)
+    # Two long strokes (a 7's bar and a 1 spanning the picture) are not ruled paper: left alone.
+    strokes = np.zeros((100, 100), dtype=np.float32)
+    strokes[10, :] = 0.9
+    strokes[:, 50] = 0.9
+    kept, ruled = digit_image.ruled_lines_removed(strokes)
+    assert not ruled and np.array_equal(kept, strokes)

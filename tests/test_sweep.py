@@ -46,9 +46,13 @@ def test_each_value_is_tested_against_the_baseline_with_welch_and_holm():
     rows = {row["value"]: row for row in sweep.against_baseline(value, points)}
     assert "test" not in rows[3]
     assert rows[5]["test"]["difference"] == 0 and rows[5]["test"]["p_value"] == pytest.approx(1.0)
-    expected = stats.ttest_ind(lower, baseline, equal_var=False).pvalue  # computed here, independently
-    assert rows[2]["test"]["p_value"] == pytest.approx(expected)
-    assert rows[2]["p_holm"] == pytest.approx(min(1.0, 2 * expected))  # the smaller of two p-values, times 2
+    # Welch by hand: means 0.981333 and 0.991, variances 2.3333e-6 and 1.0e-6, so the standard error is
+    # sqrt(2.3333e-6 / 3 + 1.0e-6 / 3) = 1.05409e-3, t = -9.17060, and Welch-Satterthwaite's degrees of
+    # freedom (1.1111e-6)^2 / ((7.7778e-7)^2 / 2 + (3.3333e-7)^2 / 2) = 3.44828; p is the t distribution's
+    # two tails there.
+    expected = 2 * stats.t.sf(9.17060, 3.44828)
+    assert rows[2]["test"]["p_value"] == pytest.approx(expected, rel=1e-4)
+    assert rows[2]["p_holm"] == pytest.approx(min(1.0, 2 * expected), rel=1e-4)  # the smaller of two p-values, times 2
     table = sweep.markdown("arch.kernel", "arch", value, list(rows.values()))
     assert "| 3 | baseline 0123456 | 1,000 | 3 | 0.9910 ± 0.0010 |" in table
     assert f"arch.kernel=3 > arch.kernel=2 (p = {min(1.0, 2 * expected):.3g})" in table

@@ -72,8 +72,11 @@ def test_training_restores_the_signal_handlers_it_replaced(isolated_environment)
 
 def test_cost_of_an_epoch_counts_training_three_times_forward_and_validation_once():
     spec = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"])
-    forward = architecture.forward_flops(spec)
-    assert train.epoch_gflop(spec, 48_000, 12_000) == pytest.approx((3 * forward * 48_000 + forward * 12_000) / 1e9)
+    # By hand, multiply-adds per image: conv 3x3x1x32 over 26x26 = 194,688; conv 3x3x32x64 over 11x11 = 2,230,272;
+    # conv 3x3x64x96 over 3x3 = 497,664; dense 96x128 = 12,288; dense 128x10 = 1,280; in all 2,936,192, so
+    # 5,872,384 FLOPs forward. An epoch: 3 x that x 48,000 training images + that x 12,000 validation images
+    # = 5,872,384 x 156,000 = 916.09 GFLOP.
+    assert train.epoch_gflop(spec, 48_000, 12_000) == pytest.approx(916.091904)
 
 
 def test_the_study_models_pass_the_default_guard_and_a_huge_spec_does_not():

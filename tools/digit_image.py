@@ -1,12 +1,18 @@
 """A photo, scan or drawing of one digit, made into an MNIST-style 28x28 input the way a person would find the digit.
 
-1. Read: the first frame of a multi-frame file, turned by its EXIF orientation; palette, CMYK,
-   16-bit and alpha images all converted. A truncated or unreadable file is one clear error.
+1. Read, safely: only PNG, JPEG, GIF, BMP, TIFF and WebP are opened (Pillow's `formats=`; EPS,
+   for one, would run Ghostscript), and the pixel count is checked from the header before any
+   pixel is decoded (a 90 KB PNG can declare 400 megapixels); a large JPEG is decoded at a
+   reduced scale (Pillow's `draft`). Then the first frame of a multi-frame file, turned by its
+   EXIF orientation; palette, CMYK, 16-bit and alpha images all converted. A truncated or
+   unreadable file is one clear error.
 2. Ink: transparency first (a canvas export's strokes are its alpha when they are one colour;
    otherwise it is composited onto white). Then uneven light is removed: the paper's brightness is
    estimated by a morphological closing (scikit-image), which erases strokes thinner than its square
    and keeps gradients and shadows, and the ink is how much darker than that paper a pixel is.
-   Both ways round are read (dark ink on light paper, light ink on dark); see `mnist_style`.
+   Ruled or squared paper's lines, three or more straight lines across most of the picture, are
+   removed from the ink (`ruled_lines_removed`). Both ways round are read (dark ink on light
+   paper, light ink on dark); see `mnist_style`.
 3. The digit: Otsu's threshold of the ink (scikit-image) and its connected components; components
    touching the frame (a paper edge, a grey margin, the table) and specks are dropped, and what
    lies near the largest remaining component is kept.
@@ -19,6 +25,7 @@ and its Python API is not NumPy-typed).
 """
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,29 +42,83 @@ MINIMUM_CONTRAST = 0.08
 # Ink covering more of its box than this is a solid shape (a sheet of paper), not a digit's strokes.
 SOLID_FILL = 0.85
 BLANK = "blank image: no digit-like ink stands out from the background"
+# The formats Pillow may open: the ones cameras, scanners, canvases and browsers write. Anything else
+# (EPS runs Ghostscript, PSD, ICO, ...) is refused before it is parsed further.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+ACCEPTED_TEXT = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+# The most pixels decoded from one image: a 48-megapixel phone photo (8,064 x 6,048) passes, and nothing
+# larger is decoded (8-bit RGBA at this size is 256 MB). JPEGs are decoded at 1/2 to 1/8 scale anyway.
+MAX_PIXELS = 64_000_000
+# Ruled or squared paper's lines run across at least this share of the picture's width or height.
+RULE_SPAN = 0.8
+# Fewer parallel rules than this are a digit's strokes (a 1, a 7's bar), not ruled or squared paper.
+MINIMUM_RULES = 3
+
+
+class ImageTooLargeError(DataError):
+    """An image declares more pixels than MAX_PIXELS (its header is read, its pixels never decoded)."""
 
 
 def open_image(source: Path | BinaryIO, name: str | None = None):
     """The image in `source` (a path, or an open binary file such as an upload's bytes): its first frame,
     upright by its EXIF orientation, fully read. Messages name it `name` (default: the path).
 
+    Only ACCEPTED_FORMATS are opened, and no image of more than MAX_PIXELS is decoded: its size comes
+    from the header. A JPEG is decoded at the smallest of Pillow's draft scales that keeps it at least
+    WORKING_SIDE wide, since it is reduced to that anyway.
+
     Raises:
-        DataError: not an image, truncated, or unreadable; names the file.
+        ImageTooLargeError: more than MAX_PIXELS pixels.
+        DataError: not an image in an accepted format, truncated, or unreadable; names the file.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = name or str(source)
     try:
-        image = Image.open(source)
+        # Pillow's own bomb check runs inside `open`: it warns, or raises above twice its limit. Both become
+        # the one-line refusal below instead of a warning on stderr or a traceback.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source, formats=ACCEPTED_FORMATS)
+        check_pixel_budget(image.size, name)
         image.seek(0)  # a GIF, TIFF or APNG: the first frame
+        if image.format == "JPEG":
+            image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
         image.load()  # a truncated file fails here, not later
         return ImageOps.exif_transpose(image)
     except FileNotFoundError:
         raise DataError(f"{name}: no such file; expected an image of a digit") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        size = _declared_size(error)
+        raise ImageTooLargeError(too_large_message(name, size)) from None
     except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
+        raise DataError(f"{name}: not an image in an accepted format; expected {ACCEPTED_TEXT}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{name}: truncated or unreadable image ({error}); expected a complete image file") from None
+
+
+def _declared_size(error: Exception) -> tuple[int, int] | None:
+    """The pixel count Pillow's bomb message states ('Image size (400000000 pixels) exceeds ...'), as (pixels, 1)."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    return (int(found.group(1)), 1) if found else None
+
+
+def too_large_message(name: str, size: tuple[int, int] | None) -> str:
+    if size is None:
+        described = "more pixels than Pillow's own limit"
+    elif size[1] == 1:
+        described = f"{size[0] / 1e6:,.1f} megapixels"
+    else:
+        described = f"{size[0]:,} x {size[1]:,} pixels ({size[0] * size[1] / 1e6:,.1f} megapixels)"
+    return f"{name}: {described}: expected at most {MAX_PIXELS / 1e6:g} megapixels (a photo of the digit)"
+
+
+def check_pixel_budget(size: tuple[int, int], name: str) -> None:
+    """Raises ImageTooLargeError when an image of `size` (width, height) has more than MAX_PIXELS pixels."""
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageTooLargeError(too_large_message(name, size))
 
 
 def gray_or_alpha(image) -> tuple[np.ndarray, bool]:
@@ -99,6 +160,29 @@ def paper_removed(gray: np.ndarray) -> np.ndarray:
     side = 2 * max(2, round(max(gray.shape) / 6)) + 1
     paper = morphology.closing(gray, morphology.footprint_rectangle((side, side), decomposition="separable"))
     return np.clip(paper - gray, 0, 1)
+
+
+def ruled_lines_removed(ink: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The ink without ruled or squared paper's lines: straight rows or columns of ink across at least
+    RULE_SPAN of the picture, when there are MINIMUM_RULES or more of them in one direction; and whether
+    there were (then this way round, the paper's lines are ink, as the writing on it is).
+
+    Each direction's lines are a grey-scale opening with a line as long as RULE_SPAN of the picture (a
+    running minimum then maximum, scipy.ndimage's O(n) filters): only ink that runs unbroken that far
+    survives it, which a digit's strokes do not, and a grid's lines do whatever their spacing. Fewer than
+    MINIMUM_RULES such lines are left alone: a tightly cropped 1 or a 7's bar can span the picture too.
+    """
+    from scipy import ndimage
+
+    cleaned, ruled_paper = ink, False
+    for axis in (0, 1):  # 1: horizontal rules run along each row; 0: vertical ones down each column
+        length = max(3, round(RULE_SPAN * ink.shape[axis]))
+        lines = ndimage.maximum_filter1d(ndimage.minimum_filter1d(ink, length, axis=axis), length, axis=axis)
+        ruled = lines.max(axis=axis) > MINIMUM_CONTRAST / 2  # the rows (or columns) a rule runs along
+        rules = int(np.count_nonzero(np.diff(ruled.astype(np.int8)) == 1) + ruled[0])
+        if rules >= MINIMUM_RULES:
+            cleaned, ruled_paper = np.clip(cleaned - lines, 0, 1), True
+    return cleaned, ruled_paper
 
 
 def dark_ink(gray: np.ndarray) -> bool:
@@ -196,7 +280,8 @@ def mnist_style(image) -> np.ndarray:
     gives the paper enclosed by the strokes (the inside of a 0, the pockets of a 2), which lies within
     the strokes' box: so the reading whose digit encloses the other's is the right one, unless what
     encloses is solid (a sheet of paper on a darker table, read the wrong way round). Otherwise a
-    digit clear of the frame wins, then the middle of the picture decides.
+    digit clear of the frame wins, then the middle of the picture decides. On ruled or squared paper,
+    the lines decide first: the reading in which they are ink is the right one.
 
     Raises:
         DataError: no digit-like ink stands out.
@@ -205,9 +290,14 @@ def mnist_style(image) -> np.ndarray:
     if is_ink:
         readings = [digit_only(values)]
     else:
-        dark = digit_only(paper_removed(values))
-        light = digit_only(paper_removed(1 - values))
-        if dark and light and dark.clear_of_frame == light.clear_of_frame:
+        dark_map, dark_rules = ruled_lines_removed(paper_removed(values))
+        light_map, light_rules = ruled_lines_removed(paper_removed(1 - values))
+        dark, light = digit_only(dark_map), digit_only(light_map)
+        if dark_rules != light_rules and (dark if dark_rules else light):
+            # Ruled or squared paper: its lines are printed the way the writing on it is, darker than the paper
+            # (or lighter, on a board). Read the other way round, its squares would be the ink.
+            readings = [dark if dark_rules else light]
+        elif dark and light and dark.clear_of_frame == light.clear_of_frame:
             if dark.encloses(light) and dark.strokes and not light.encloses(dark):
                 readings = [dark]
             elif light.encloses(dark) and light.strokes and not dark.encloses(light):
@@ -229,7 +319,7 @@ def load(source: Path | BinaryIO, name: str | None = None) -> np.ndarray:
         return mnist_style(open_image(source, name))
     except DataError as error:
         message = str(error)
-        raise DataError(message if message.startswith(name) else f"{name}: {message}") from None
+        raise type(error)(message if message.startswith(name) else f"{name}: {message}") from None
 
 
 def side_by_side_png(original, model_input: np.ndarray, height: int = 280) -> bytes:

@@ -9,8 +9,11 @@ POST /predict as the request body. The server makes it an MNIST-style input exac
 `tools.predict` does (tools/digit_image.py) and answers with that 28x28 input and every model's top
 three classes. Each model in params.yaml's `models` is loaded once, at start; one that is not
 trained is listed with the command that trains or pulls it. Bad uploads get a 4xx with a message
-(415 not an image type, 413 over the size limit, 422 unreadable, truncated or blank) and the server
-keeps running.
+(415 not an image type, 413 over the size limit or over the pixel budget, 422 not an accepted
+format, unreadable, truncated or blank) and the server keeps running. At most one image per core
+is decoded at a time: a small file can declare hundreds of megapixels, so the upload limit alone
+does not bound what a request costs; the rest wait, and after QUEUE_SECONDS get 503 with
+Retry-After.
 
 Why FastAPI on uvicorn: a maintained ASGI stack whose request streaming lets an upload be refused
 the moment it passes the size limit, with typed JSON responses and a thread pool for the
@@ -19,9 +22,12 @@ single developer, and the standard library's http.server has no such safeguards.
 """
 
 import argparse
+import asyncio
 import base64
+import concurrent.futures
 import io
 import ipaddress
+import os
 import socket
 import threading
 from pathlib import Path
@@ -34,6 +40,9 @@ from tools import digit_image, predict
 
 PAGE = Path(__file__).with_name("digit_page.html")
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# How long a request waits for a decoding slot before it is told to come back (503, Retry-After).
+QUEUE_SECONDS = 30.0
+RETRY_AFTER_SECONDS = 5
 
 
 class TrainedModels:
@@ -99,15 +108,24 @@ def input_data_url(model_input: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(picture).decode()
 
 
-def create_app(trained: TrainedModels, max_upload_bytes: int):
-    """The web application: GET / the page, GET /models what is loaded, POST /predict one image as the body."""
+def create_app(trained: TrainedModels, max_upload_bytes: int, decoding_slots: int | None = None,
+               queue_seconds: float = QUEUE_SECONDS):  # fmt: skip
+    """The web application: GET / the page, GET /models what is loaded, POST /predict one image as the body.
+
+    At most `decoding_slots` images (default: one per core) are decoded and read at a time.
+    """
     from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse
 
     app = FastAPI(title="Digits, read by every model", docs_url=None, redoc_url=None, openapi_url=None)
     page = PAGE.read_text()
     limit_text = f"{max_upload_bytes / 1e6:g} MB"
+    slot_count = decoding_slots or os.cpu_count() or 1
+    slots = asyncio.Semaphore(slot_count)
+    # Decoding runs in its own threads, as many as the slots: each thread keeps the memory its decodes freed
+    # for reuse (glibc's per-thread arenas), so the default pool's 40 threads would each keep a large image's
+    # worth (measured: 931 MB after 12 uploads of 62 megapixels with 2 slots in the default pool).
+    decoders = concurrent.futures.ThreadPoolExecutor(max_workers=slot_count, thread_name_prefix="decode")
 
     def refused(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -141,9 +159,19 @@ def create_app(trained: TrainedModels, max_upload_bytes: int):
         if not body:
             return refused(400, "upload: the request body is empty; expected the image's bytes")
         try:
-            return await run_in_threadpool(trained.read, bytes(body))
+            await asyncio.wait_for(slots.acquire(), timeout=queue_seconds)
+        except TimeoutError:
+            response = refused(503, f"busy: every decoding slot was taken for {queue_seconds:g} s; try again")
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        try:
+            return await asyncio.get_running_loop().run_in_executor(decoders, trained.read, bytes(body))
+        except digit_image.ImageTooLargeError as error:
+            return refused(413, str(error))
         except DataError as error:
             return refused(422, str(error))
+        finally:
+            slots.release()
 
     return app
 
@@ -198,7 +226,11 @@ def serve(arguments: argparse.Namespace) -> None:
     model_names = params.select(params.load_params(), "models")
     trained = TrainedModels(arguments.models_dir, model_names, arguments.seed)
     warm_up(trained)
-    app = create_app(trained, int(arguments.max_upload_mb * 1e6))
+    if arguments.decoding_slots is not None and arguments.decoding_slots < 1:
+        raise ParamsError(f"--decoding-slots {arguments.decoding_slots}: expected at least 1")
+    if not arguments.queue_seconds >= 0:
+        raise ParamsError(f"--queue-seconds {arguments.queue_seconds}: expected 0 or more")
+    app = create_app(trained, int(arguments.max_upload_mb * 1e6), arguments.decoding_slots, arguments.queue_seconds)
     loaded = ", ".join(f"{name} (seed {seed})" for name, (_, _, seed) in trained.models.items())
     print(f"digit_page: models loaded: {loaded}", flush=True)
     for name, message in trained.missing.items():
@@ -224,6 +256,10 @@ def main() -> None:
     serving.add_argument("--seed", type=int, help="which training seed's models (default: each one's lowest trained)")
     serving.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                          help=f"largest upload accepted, in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")  # fmt: skip
+    serving.add_argument("--decoding-slots", type=int,
+                         help="images decoded at once; the rest wait (default: one per core)")  # fmt: skip
+    serving.add_argument("--queue-seconds", type=float, default=QUEUE_SECONDS,
+                         help=f"wait for a decoding slot before a 503 (default {QUEUE_SECONDS:g})")  # fmt: skip
     arguments = parser.parse_args()
     serve(arguments)
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import free_ports, wait_for_port
+from harness.ports import free_ports, wait_for_port
 
 NODE_PORT_OPTIONS = (
     "--node-manager-port", "--object-manager-port", "--metrics-export-port", "--runtime-env-agent-port",
@@ -45,6 +45,7 @@ class RayCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")) / "ray"
         self.environment, self.cpus = environment, cpus_per_node
         self.nodes: list[subprocess.Popen] = []
+        self.logs: list = []
         self.port = free_ports(1)[0]
         self.address = f"127.0.0.1:{self.port}"
 
@@ -63,6 +64,7 @@ class RayCluster:
         else:
             command += ["--address", self.address]
         log = open(self.temp_dir.parent / f"ray-{'head' if head else 'worker'}.log", "w")  # noqa: SIM115
+        self.logs.append(log)  # closed in __exit__
         node = subprocess.Popen(command, env=self.environment, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         self.nodes.append(node)
@@ -81,15 +83,21 @@ class RayCluster:
         return json.loads(shown.stdout.strip().splitlines()[-1])
 
     def __enter__(self):
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self._start_node(head=True)
-        wait_for_port(self.port, self.nodes[0], timeout=60, describe=lambda: "the head: " + self.log("head"))
-        self._start_node(head=False)
-        deadline = time.monotonic() + 90
-        while len(self.node_ids()) < 2:
-            if time.monotonic() > deadline or self.nodes[1].poll() is not None:
-                raise AssertionError("the worker node never joined: " + self.log("worker"))
-            time.sleep(1)
+        # A failure while starting (a port taken, a node that never joins) stops what did start: `with` calls
+        # __exit__ only once __enter__ has returned.
+        try:
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            self._start_node(head=True)
+            wait_for_port(self.port, self.nodes[0], timeout=60, describe=lambda: "the head: " + self.log("head"))
+            self._start_node(head=False)
+            deadline = time.monotonic() + 90
+            while len(self.node_ids()) < 2:
+                if time.monotonic() > deadline or self.nodes[1].poll() is not None:
+                    raise AssertionError("the worker node never joined: " + self.log("worker"))
+                time.sleep(1)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def log(self, name: str) -> str:
@@ -119,4 +127,6 @@ class RayCluster:
             except ProcessLookupError:
                 pass
             node.wait(timeout=30)
+        for log in self.logs:
+            log.close()
         shutil.rmtree(self.temp_dir.parent, ignore_errors=True)

@@ -85,3 +85,30 @@ def multi_frame_tiff(digit: str, tmp_path) -> Path:
     first, second = rendered_digit(digit, 200), rendered_digit("1" if digit != "1" else "0", 200)
     first.save(path, save_all=True, append_images=[second])
     return path
+
+
+def on_squared_paper(digit: str, spacing: int, tmp_path, side: int = 400) -> Path:
+    """A digit in grey pencil on squared paper (an exercise book): light grey lines every `spacing` pixels."""
+    paper = np.full((side, side), 245, dtype=np.uint8)
+    paper[spacing // 2 :: spacing, :] = 190
+    paper[:, spacing // 2 :: spacing] = 190
+    pencil = np.asarray(rendered_digit(digit, side, ink=110, paper=245).convert("L"))
+    path = tmp_path / f"squared_{digit}_{spacing}.png"
+    Image.fromarray(np.minimum(paper, pencil)).save(path)
+    return path
+
+
+def drawn_closed_four(tmp_path, spacing: int = 12, side: int = 400) -> Path:
+    """A closed 4 (a triangle and a stem) drawn with a pencil's 9-pixel strokes on squared paper."""
+    from PIL import ImageDraw
+
+    paper = np.full((side, side), 245, dtype=np.uint8)
+    paper[spacing // 2 :: spacing, :] = 190
+    paper[:, spacing // 2 :: spacing] = 190
+    picture = Image.fromarray(paper)
+    pencil = ImageDraw.Draw(picture)
+    pencil.line([(240, 70), (120, 250), (290, 250)], fill=115, width=9, joint="curve")
+    pencil.line([(240, 70), (240, 340)], fill=115, width=9)
+    path = tmp_path / f"squared_closed_4_{spacing}.png"
+    picture.save(path)
+    return path
