@@ -28,6 +28,7 @@ ROOT = page_server.ROOT
 
 def burst(url: str, server_pid: int, body: bytes, count: int = 12) -> dict:
     """`count` uploads of `body` at once: their statuses and how much the server's peak memory grew."""
+    page_server.reset_peak_resident(server_pid)
     before = peak_resident_bytes(server_pid)
     with ThreadPoolExecutor(count) as pool:
         statuses = list(pool.map(lambda _: page_server.post(url + "predict", body, "image/png")[0], range(count)))

@@ -19,6 +19,7 @@ removes the key once the stage is placed.
 
 import json
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -124,15 +125,16 @@ class Mirror(threading.Thread):
     def sync(self) -> None:
         epochs = finished_epochs(self.checkpoint_dir)
         if epochs and epochs[-1] > self.uploaded:
-            try:
-                self.store.upload(self.key, self.checkpoint_dir, epochs[-1])
-            except FileNotFoundError:
-                return  # the stage replaced or removed that epoch meanwhile; the next pass takes the newer one
+            self.store.upload(self.key, self.checkpoint_dir, epochs[-1])
             self.uploaded = epochs[-1]
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval_seconds):
-            self.sync()
+            try:
+                self.sync()
+            except Exception as error:  # noqa: BLE001 - a mirror that stops would leave a retry an old epoch
+                # The stage replaced that epoch while it was copied, or the remote failed once: say so, go on.
+                print(f"checkpoint mirror {self.key}: {type(error).__name__}: {error}; trying again", file=sys.stderr)
 
     def __enter__(self) -> "Mirror":
         self.start()

@@ -142,9 +142,11 @@ def reproduce(project: Path, targets: list[str], ray, cpus_per_task: float, thre
                 raise StageFailedError(f"{stage.name} failed on node {result['node'][:8]}: {result['error']}")
             for line in result["lines"]:
                 print(f"cluster: {stage.name} on node {result['node'][:8]}: {line}", flush=True)
-            place(project, result)
-            if stage.checkpoint_dir:
-                store.remove(worker.task_key(files_digest, lock, stage.name))
+            try:
+                place(project, result)
+            finally:  # placed or refused, the task is over: its checkpoints would only be litter on the remote
+                if stage.checkpoint_dir:
+                    store.remove(worker.task_key(files_digest, lock, stage.name))
             done.add(stage.name)
             summary.append({"stage": stage.name, "node": result["node"], "seconds": round(result["seconds"], 1),
                             "shipped_files": result["shipped_files"]})  # fmt: skip

@@ -21,8 +21,25 @@ def parse_overrides(overrides: list[str]) -> list[dict[str, object]]:
         key, separator, values = override.partition("=")
         if not separator or not key:
             raise ParamsError(f"-S {override!r}: expected key=value or key=v1,v2 (DVC's syntax)")
-        axes.append([(key, yaml.safe_load(value)) for value in values.split(",")])
+        try:
+            axes.append([(key, yaml.safe_load(value)) for value in top_level_values(values)])
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or "unreadable"
+            raise ParamsError(f"-S {override!r}: not a YAML value ({problem}); expected e.g. 5, [1,2] or a,b") from None
     return [dict(point) for point in itertools.product(*axes)]
+
+
+def top_level_values(values: str) -> list[str]:
+    """'2,3' is two values, '[1,2]' one list, '[1,2],[3]' two lists: commas inside brackets or braces stay."""
+    parts, depth, current = [], 0, ""
+    for character in values:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += character
+    return [*parts, current]
 
 
 def point_name(point: dict[str, object]) -> str:

@@ -5,8 +5,8 @@ moment, and it also writes DVC's run cache (`Stage.save(run_cache=True)`), which
 --run-cache` spreads. So the stage is recorded here through DVC's own `Stage` in one process:
 its dependencies and params are hashed once, compared with the worker's entry
 (cluster/lineage.py), and those same hashes are what the lock entry and the run-cache entry
-record. A mismatch raises LineageError and leaves `dvc.lock`, the run cache and the outputs as
-they were.
+record. A mismatch, or any failure on the way (a pull, Ctrl-C), raises and puts `dvc.lock`, the
+returned files and the outputs back as they were; the run cache is written only at the very end.
 """
 
 import contextlib
@@ -49,14 +49,29 @@ def check(project: Path, name: str, worker_entry: dict) -> None:
         _check(repo, name, worker_entry)
 
 
-def _remove_outputs(project: Path, worker_entry: dict, files: dict[str, bytes]) -> None:
+def _put_back(project: Path, name: str, lock_before: str | None, files_before: dict[str, bytes | None],
+              worker_entry: dict) -> None:  # fmt: skip
+    """Undoes a placement that did not finish: dvc.lock, the returned files and the cached outputs as they were."""
     import shutil
 
-    for output in worker_entry.get("outs") or []:
-        path = project / output["path"]
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-    for relative in files:
-        (project / relative).unlink(missing_ok=True)
+    lock_path = project / "dvc.lock"
+    if lock_before is None:
+        lock_path.unlink(missing_ok=True)
+    else:
+        lock_path.write_text(lock_before)
+    for relative, content in files_before.items():
+        path = project / relative
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(content)
+    previous = (yaml.safe_load(lock_before) or {}).get("stages", {}) if lock_before else {}
+    if name in previous:
+        dvc("checkout", "--force", name, cwd=project, check=False)  # the earlier result, from the cache
+    else:
+        for output in worker_entry.get("outs") or []:
+            path = project / output["path"]
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def place(project: Path, result: dict) -> None:
@@ -75,6 +90,10 @@ def place(project: Path, result: dict) -> None:
     lock = yaml.safe_load(before) if before else {"schema": "2.0", "stages": {}}
     lock.setdefault("stages", {})[name] = entry
     lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))  # `dvc pull` finds the outputs' hashes here
+    files_before = {
+        relative: (project / relative).read_bytes() if (project / relative).is_file() else None
+        for relative in result["files"]
+    }
     for relative, content in result["files"].items():
         path = project / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +113,5 @@ def place(project: Path, result: dict) -> None:
             stage.commit()
             stage.dvcfile.dump_stages([stage], update_pipeline=False)
     except BaseException:
-        if before is None:
-            lock_path.unlink(missing_ok=True)
-        else:
-            lock_path.write_text(before)
-        _remove_outputs(project, entry, result["files"])
+        _put_back(project, name, before, files_before, entry)
         raise

@@ -2,7 +2,8 @@
 
 DVC has no public API for this, so `plan()` calls `dvc.repo.reproduce.plan_repro` and
 `collect_stages` (pinned: requirements.txt). If an upgrade changes them, `plan()` fails with one
-line naming the DVC version, and tests/test_cluster.py `test_plan_*` says so too.
+line naming the DVC version, and tests/test_cluster_parts.py `test_plan_is_what_dvc_repro_would_run`
+says so too.
 """
 
 import contextlib

@@ -102,6 +102,12 @@ def sample_bodies() -> list[tuple[bytes, str]]:
     return bodies
 
 
+def reset_peak_resident(pid: int) -> None:
+    """Sets the process's peak resident memory (VmHWM) back to its resident memory now (Linux 4.0 and later)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as control:
+        control.write("5")
+
+
 def peak_resident_bytes(pid: int) -> int:
     """A process's peak resident memory so far (VmHWM), in bytes."""
     with open(f"/proc/{pid}/status") as status:

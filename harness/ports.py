@@ -8,7 +8,7 @@ import time
 # Ports for the tests' servers and Ray nodes: below the kernel's ephemeral range (32768 and up by default), where
 # no other process's connect() or bind(0) lands, above Ray's default worker ports (10002-19999), and a block of
 # its own for each pytest-xdist worker. A probe socket closed before the server binds the port is then safe.
-PORTS_BASE, PORTS_PER_WORKER = 20_000, 1_500
+PORTS_BASE, PORTS_PER_WORKER, EPHEMERAL_START = 20_000, 1_500, 32_768
 _ports_handed_out: set[int] = set()
 
 
@@ -17,6 +17,8 @@ def free_ports(count: int = 1) -> list[int]:
     of reach of other processes' automatic port choices (see PORTS_BASE)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     first = PORTS_BASE + PORTS_PER_WORKER * (int(worker) if worker.isdigit() else 0)
+    if first + PORTS_PER_WORKER > EPHEMERAL_START:
+        raise AssertionError(f"xdist worker {worker}: its ports would reach the ephemeral range; use fewer workers")
     found = []
     for port in range(first, first + PORTS_PER_WORKER):
         if len(found) == count:

@@ -126,7 +126,10 @@ class RayCluster:
                 os.killpg(node.pid, signal.SIGKILL)  # anything left in its process group
             except ProcessLookupError:
                 pass
-            node.wait(timeout=30)
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass  # killed with SIGKILL: it goes; the rest of the cleanup must run regardless
         for log in self.logs:
             log.close()
         shutil.rmtree(self.temp_dir.parent, ignore_errors=True)

@@ -112,15 +112,35 @@ def tiny_project(tmp_path, isolated_environment) -> Path:
     return make_tiny_project(tmp_path / "project", isolated_environment)
 
 
+@contextlib.contextmanager
+def made_once(tmp_path_factory, name: str):
+    """A directory made once per test run, shared by the pytest-xdist workers (the first makes it, the other waits
+    and reads it): yields (directory, whether this process must make it now). Read-only once made."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory = shared / f"shared-{name}"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        done = directory / ".made"
+        yield directory, not done.exists()
+        done.touch()
+
+
 @pytest.fixture(scope="session")
 def reproduced_template(tmp_path_factory, isolated_environment) -> Path:
-    """The tiny project after one `dvc repro`, results committed; made once, copied by `reproduced_project`."""
-    project = make_tiny_project(tmp_path_factory.mktemp("template") / "project", isolated_environment)
-    first = run(["dvc", "repro"], project, isolated_environment)
-    # What that first run printed, for the test of which stages a fresh project runs.
-    (project.parent / "first-repro.log").write_text(first.stdout)
-    run(["git", "add", "-A"], project, isolated_environment)
-    run(["git", "commit", "-qm", "tiny run"], project, isolated_environment)
+    """The tiny project after one `dvc repro`, results committed; made once per test run (both xdist workers
+    use it), copied by `reproduced_project`."""
+    with made_once(tmp_path_factory, "template") as (directory, to_make):
+        project = directory / "project"
+        if to_make:
+            shutil.rmtree(directory, ignore_errors=True)
+            make_tiny_project(project, isolated_environment)
+            first = run(["dvc", "repro"], project, isolated_environment)
+            # What that first run printed, for the test of which stages a fresh project runs.
+            (directory / "first-repro.log").write_text(first.stdout)
+            run(["git", "add", "-A"], project, isolated_environment)
+            run(["git", "commit", "-qm", "tiny run"], project, isolated_environment)
     return project
 
 
@@ -137,9 +157,18 @@ def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
     """models/conv3_pool/seed-1 trained by the training stage itself, in its own process, on the 48,000 real
     training images for 3 epochs (about 30 s), and the test set: a model good enough to judge the conversion by;
     and models/arch/seed-1, the same network reading every digit as the next one (`next_digit`)."""
+    with made_once(tmp_path_factory, "predict") as (root, to_make):
+        if to_make:
+            shutil.rmtree(root, ignore_errors=True)
+            train_models_for_predict(root, mnist_idx_files, isolated_environment)
+    return root
+
+
+def train_models_for_predict(root: Path, mnist_idx_files: dict, isolated_environment: dict) -> None:
+    """What `trained_models_dir` holds, made in `root`."""
     from stages import artifacts, prepare
 
-    root = tmp_path_factory.mktemp("predict")
+    root.mkdir(parents=True, exist_ok=True)
     raw = download.arrays_from_idx_files(mnist_idx_files, "npm")
     splits = prepare.prepare(raw, prepare.PrepareParams(validation_fraction=0.2, limit=None))
     for split, arrays in splits.items():
@@ -169,7 +198,6 @@ def trained_models_dir(tmp_path_factory, mnist_idx_files, isolated_environment):
         check=False,
     )  # fmt: skip
     assert shifted.returncode == 0, shifted.stderr[-3000:]
-    return root
 
 
 def next_digit(digit: str) -> str:

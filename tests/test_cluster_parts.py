@@ -3,10 +3,12 @@
 import json
 
 import pytest
+import yaml
 from dvc_objects.fs.local import LocalFileSystem
 
 from cluster import checkpoint_store, experiments, lineage, plan, snapshot
-from tests.conftest import set_params
+from stages.errors import SourceError
+from tests.conftest import environment_of, run, set_params
 
 # A train stage's lock entry as DVC writes it (abridged to what the invariant reads).
 WORKER_ENTRY = {
@@ -132,3 +134,21 @@ def test_a_point_whose_stages_are_not_up_to_date_is_not_saved(tiny_project):
         match=r"^experiment kernel-5: not saved: compare, download, evaluate@arch-1 changed since it ran",
     ):
         experiments.require_up_to_date(tiny_project, "kernel-5")
+
+
+def test_a_point_that_fails_leaves_params_yaml_as_committed_and_no_experiment(tiny_project, isolated_environment):
+    committed = (tiny_project / "params.yaml").read_text()
+
+    def failing_point():
+        assert yaml.safe_load((tiny_project / "params.yaml").read_text())["arch"]["kernel"] == 5  # set for the point
+        raise SourceError("the cluster went away")
+
+    with environment_of(isolated_environment), pytest.raises(SourceError, match="the cluster went away"):
+        experiments.run_points(tiny_project, [{"arch.kernel": 5}], failing_point)
+    assert (tiny_project / "params.yaml").read_text() == committed
+    # A point that ran but is not up to date (nothing was reproduced here) is not saved either.
+    with environment_of(isolated_environment), pytest.raises(experiments.UnsavedPointError):
+        experiments.run_points(tiny_project, [{"arch.kernel": 5}], lambda: None)
+    assert (tiny_project / "params.yaml").read_text() == committed
+    listed = run(["dvc", "exp", "list", "--all-commits", "--name-only"], tiny_project, isolated_environment)
+    assert listed.stdout.strip() == ""

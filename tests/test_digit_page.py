@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from harness import page_server
-from harness.digit_pictures import photo, rendered_digit
-from harness.page_server import peak_resident_bytes
+from harness.digit_pictures import drawn_closed_four, photo, rendered_digit
+from harness.page_server import peak_resident_bytes, reset_peak_resident
 from tests.conftest import PROJECT_ROOT, free_ports, next_digit
 from tools import browser, figures
 from tools.digit_image import encoded
@@ -89,6 +89,7 @@ def test_twelve_bombs_at_once_cost_the_server_no_memory_and_it_answers_after(pag
     """Issue 21 saw 12 uploads of a 12,000 x 12,000 PNG at once drive the server to 4.06 GB. Refused from the
     header, they decode nothing: the server's peak resident memory grows by less than 50 MB."""
     url, server = page
+    reset_peak_resident(server.pid)  # measured from now, whatever ran on this server before
     before = peak_resident_bytes(server.pid)
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda _: raw_post(url, bomb_png(12_000), "image/png"), range(12)))
@@ -105,6 +106,7 @@ def test_twelve_large_uploads_under_the_budget_are_decoded_one_per_core_at_a_tim
     decoded together, would hold about 1.5 GB; one per core at a time (2 here) stays under 600 MB."""
     url, server = page
     large = bomb_png(7_900)  # blank, so each is refused (422) only after it was decoded
+    reset_peak_resident(server.pid)  # measured from now, whatever ran on this server before
     before = peak_resident_bytes(server.pid)
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda _: raw_post(url, large, "image/png"), range(12)))
@@ -138,6 +140,13 @@ def test_a_request_that_waits_too_long_for_a_decoding_slot_gets_503_with_retry_a
     for status, retry_after, message in answers:
         if status == 503:
             assert retry_after == "5" and message == "busy: every decoding slot was taken for 0.3 s; try again"
+
+
+def test_a_digit_on_squared_paper_is_read_right_on_the_page(page, tmp_path):
+    url, _ = page
+    status, answer = page_server.post(url + "predict", drawn_closed_four(tmp_path, 12).read_bytes(), "image/png")
+    assert status == 200, answer
+    assert [row["top"][0]["class"] for row in answer["answers"]] == ["4", next_digit("4")], answer
 
 
 def test_bad_uploads_get_a_4xx_with_a_message_and_the_server_keeps_running(page):

@@ -221,6 +221,8 @@ def test_a_48_megapixel_phone_photo_passes_the_budget_and_is_read_right(trained_
     completed = run_predict(trained_models_dir, "--model", "conv3_pool", str(big))
     assert completed.returncode == 0, completed.stderr
     assert top_answer(completed.stdout.strip()) == "5"
+    # Decoded at 1/8 scale (Pillow's draft: the largest reduction that keeps it at least 400 wide and high).
+    assert digit_image.open_image(big).size == (8064 // 8, 6048 // 8)
 
 
 def test_a_format_off_the_list_is_refused_with_the_list(tmp_path):
@@ -251,6 +253,17 @@ def test_digits_on_squared_paper_give_the_input_of_plain_paper_and_are_read_righ
     # The model's reading (matplotlib's bold 4 reads as a guess even on plain paper: a drawn closed 4 instead).
     made = [(digit, on_squared_paper(digit, spacing, tmp_path)) for spacing in (12, 25) for digit in "0697"]
     made += [("4", drawn_closed_four(tmp_path, spacing)) for spacing in (12, 25)]
+    # Photographed: the sheet on a darker table, 4 degrees of rotation (the grid no longer runs along the rows),
+    # uneven light, blur, JPEG. And the same bold 0, 6 and 9 on plain paper, which the sheet's bright mass (with
+    # the digit's hole in it) once outvoted.
+    for digit, sheet in [(digit, on_squared_paper(digit, 12, tmp_path)) for digit in "069"] + [
+        ("4", drawn_closed_four(tmp_path, 25))
+    ]:
+        photographed = tmp_path / f"photo_{sheet.stem}.jpg"
+        photo(Image.open(sheet).resize((260, 260))).save(photographed, quality=80)
+        made.append((digit, photographed))
+    for digit in "069":
+        made.append((digit, photo_of(digit, tmp_path)))
     completed = run_predict(trained_models_dir, "--model", "conv3_pool", *[str(path) for _, path in made])
     assert completed.returncode == 0, completed.stderr
     predicted = [top_answer(line) for line in completed.stdout.strip().splitlines()]

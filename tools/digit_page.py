@@ -228,8 +228,8 @@ def serve(arguments: argparse.Namespace) -> None:
     warm_up(trained)
     if arguments.decoding_slots is not None and arguments.decoding_slots < 1:
         raise ParamsError(f"--decoding-slots {arguments.decoding_slots}: expected at least 1")
-    if not arguments.queue_seconds >= 0:
-        raise ParamsError(f"--queue-seconds {arguments.queue_seconds}: expected 0 or more")
+    if not arguments.queue_seconds > 0:
+        raise ParamsError(f"--queue-seconds {arguments.queue_seconds}: expected a time above 0")
     app = create_app(trained, int(arguments.max_upload_mb * 1e6), arguments.decoding_slots, arguments.queue_seconds)
     loaded = ", ".join(f"{name} (seed {seed})" for name, (_, _, seed) in trained.models.items())
     print(f"digit_page: models loaded: {loaded}", flush=True)
