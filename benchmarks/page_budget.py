@@ -45,7 +45,8 @@ def measure(code_root: Path, models_dir: Path, bodies, port: int) -> dict:
 
     bomb = encoded(Image.new("1", (12_000, 12_000), 1))
     large = encoded(Image.new("1", (7_900, 7_900), 1))
-    with page_server.running_page(ROOT, dict(os.environ), models_dir, port, code_root=code_root) as (url, server):
+    # Run from the code root too: `python -m` looks in the working directory before PYTHONPATH.
+    with page_server.running_page(code_root, dict(os.environ), models_dir, port, code_root=code_root) as (url, server):
         one = page_server.fire(url, bodies, 200, 1)
         eight = page_server.fire(url, bodies, 200, 8)
         return {

@@ -7,7 +7,6 @@ One job per module:
     grid.py             -S points, params.yaml edits, the clean-workspace rule and its restore
     snapshot.py         the code and params a task runs, frozen as bytes with their digest
     worker.py           the task: one stage in a scratch copy of its snapshot
-    reaper.py           the task's DVC and training die with it (a cancel, a lost node)
     checkpoint_store.py training checkpoints on the DVC remote, so a retried task resumes
     lineage.py          the invariant: a result's recorded inputs are the ones that made it
     placement.py        records a worker's result here, only after the invariant holds

@@ -11,16 +11,11 @@ class StageFailedError(StudyError):
     """A stage's command failed, on a worker or here (its one-line error is the message)."""
 
 
-def dvc(*arguments: str, cwd: Path, check: bool = True, environment: dict | None = None, pass_fds=(),
-        reaped: bool = False):  # fmt: skip
-    """Runs DVC (this interpreter's) in `cwd`; on failure raises SourceError with its last line.
-
-    With `reaped`, through cluster/reaper.py: DVC and the stage under it die with this process.
-    """
-    prefix = [sys.executable, "-m", "cluster.reaper"] if reaped else []
+def dvc(*arguments: str, cwd: Path, check: bool = True, environment: dict | None = None, pass_fds=()):
+    """Runs DVC (this interpreter's) in `cwd`; on failure raises SourceError with its last line."""
     completed = subprocess.run(
-        [*prefix, sys.executable, "-m", "dvc", *arguments], cwd=cwd, capture_output=True, text=True,
-        env=environment, pass_fds=pass_fds,
+        [sys.executable, "-m", "dvc", *arguments], cwd=cwd, capture_output=True, text=True, env=environment,
+        pass_fds=pass_fds,
     )  # fmt: skip
     if check and completed.returncode != 0:
         lines = (completed.stderr.strip() or completed.stdout.strip() or "no output").splitlines()

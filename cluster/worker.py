@@ -94,7 +94,7 @@ def run_stage(
             mirror = checkpoint_store.Mirror(store, key, root / checkpoint_dir)
         with mirror:
             completed = dvc("repro", "--pull", "-s", stage, cwd=root, check=False, environment=environment,
-                            pass_fds=(lock_descriptor,), reaped=True)  # fmt: skip
+                            pass_fds=(lock_descriptor,))  # fmt: skip
         if completed.returncode != 0:
             # Returned, not raised: the coordinator shows the stage's own one-line error, not a Ray traceback.
             return {"stage": stage, "node": node, "error": stage_error(completed)}

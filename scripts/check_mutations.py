@@ -37,6 +37,13 @@ MUTATIONS = [
         ["tests/test_cluster_grid.py::test_an_edit_while_a_stage_trains_gets_its_result_refused_and_nothing_recorded"],
     ),
     Mutation(
+        "record without checking again under DVC's lock",
+        "cluster/placement.py",
+        "            stage = _check(repo, name, entry)\n",
+        "            (stage,) = repo.stage.collect(name)\n            stage.save_deps()\n",
+        ["tests/test_cluster_grid.py::test_an_edit_between_the_two_checks_is_caught_and_everything_is_put_back"],
+    ),
+    Mutation(
         "resume a stale checkpoint (made from other inputs) and return its epoch",
         "stages/checkpoint.py",
         "        if recorded != self.inputs_fingerprint:\n",

@@ -111,8 +111,9 @@ def test_a_failing_stage_stops_the_run_with_its_one_line_error_and_cancels_the_o
 ):
     (scratch, environment), project = private_tmp, cluster_project
     # arch trains briefly, then its evaluation fails (a sample index past the 3,000 test images), while
-    # conv3_dropout, ten times arch's cost per image, is still training on the other node.
-    set_params(project / "params.yaml", {"models": ["arch", "conv3_dropout"], "train.epochs": 6, "data.limit": 3000,
+    # conv3_dropout, ten times arch's cost per image, is still training on the other node, for a minute more:
+    # long enough that an orphaned training would still be there when the test looks.
+    set_params(project / "params.yaml", {"models": ["arch", "conv3_dropout"], "train.epochs": 12, "data.limit": 3000,
                                          "evaluate.sample_indices": [99_999]})  # fmt: skip
     run(["dvc", "repro", "prepare"], project, environment)
     seen: set[str] = set()
@@ -136,7 +137,7 @@ def test_a_failing_stage_stops_the_run_with_its_one_line_error_and_cancels_the_o
         assert "evaluate.sample_indices: index 99999 is past the 3000 test images" in error[-1]
         # conv3_dropout was training when arch's evaluation failed, and its training is gone with its task.
         assert "train@conv3_dropout-1" in seen and "cluster: cancelled train@conv3_dropout-1" in errors, seen
-        assert no_trainer_left(scratch, timeout=30) == [], "a training outlived its cancelled task"
+        assert no_trainer_left(scratch, timeout=15) == [], "a training outlived its cancelled task"
     stages = lock_stages(project)
     # What finished before the failure stays recorded, as with dvc repro; nothing of the failed or cancelled ones.
     assert "train@arch-1" in stages and (project / "models/arch/seed-1/model.keras").exists()
@@ -168,7 +169,8 @@ def test_ctrl_c_at_the_coordinator_cancels_the_tasks_and_leaves_the_workspace(cl
     (scratch, environment), project = private_tmp, cluster_project
     run(["dvc", "repro", "prepare"], project, environment)
     before = run(["git", "status", "--porcelain"], project, environment).stdout
-    set_params(project / "params.yaml", {"train.epochs": 30, "data.limit": 1500})
+    # Minutes of training: an orphan left behind by the cancel would outlast the test's look by far.
+    set_params(project / "params.yaml", {"train.epochs": 300, "data.limit": 1500})
     with RayCluster(environment) as ray_cluster:
         coordinator = subprocess.Popen(
             [sys.executable, "-m", "cluster", "repro", "--address", ray_cluster.address, "train@arch-1"],
@@ -188,7 +190,7 @@ def test_ctrl_c_at_the_coordinator_cancels_the_tasks_and_leaves_the_workspace(cl
         finally:
             if coordinator.poll() is None:
                 os.killpg(coordinator.pid, signal.SIGKILL)
-        assert no_trainer_left(scratch, timeout=30) == [], "a training outlived its cancelled task"
+        assert no_trainer_left(scratch, timeout=15) == [], "a training outlived its cancelled task"
     assert coordinator.returncode == 130, errors
     assert "cluster: cancelled train@arch-1" in errors
     assert "cluster: interrupted; the running tasks were cancelled" in errors

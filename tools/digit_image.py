@@ -176,7 +176,13 @@ def ruled_lines_removed(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     from scipy import ndimage
 
     cleaned, ruled_paper = ink, False
+    strong = ink > MINIMUM_CONTRAST / 2
     for axis in (0, 1):  # 1: horizontal rules run along each row; 0: vertical ones down each column
+        # A rule needs ink along RULE_SPAN of its row at least: where too few rows have that much, no filter runs
+        # (4 ms saved on a 280x280 drawing, the page's usual upload; benchmarks/page_budget.py).
+        covered = strong.mean(axis=axis) >= RULE_SPAN
+        if int(np.count_nonzero(np.diff(covered.astype(np.int8)) == 1) + covered[0]) < MINIMUM_RULES:
+            continue
         length = max(3, round(RULE_SPAN * ink.shape[axis]))
         lines = ndimage.maximum_filter1d(ndimage.minimum_filter1d(ink, length, axis=axis), length, axis=axis)
         ruled = lines.max(axis=axis) > MINIMUM_CONTRAST / 2  # the rows (or columns) a rule runs along
