@@ -24,7 +24,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from stages.checkpoint import EPOCH_PREFIX
+from stages.checkpoint import EPOCH_PREFIX, Checkpoints
 
 STORE_FOLDER = "cluster-checkpoints"
 LATEST = "latest.json"
@@ -32,11 +32,10 @@ FINGERPRINT = "fingerprint.json"
 
 
 def finished_epochs(directory: Path) -> list[int]:
-    """The epochs of the complete checkpoints in a local checkpoint directory, ascending."""
-    if not directory.is_dir():
-        return []
-    numbers = (path.name[len(EPOCH_PREFIX) :] for path in directory.glob(f"{EPOCH_PREFIX}*") if path.is_dir())
-    return sorted(int(number) for number in numbers if number.isdigit())
+    """The epochs of the complete checkpoints in a local checkpoint directory, ascending (stages/checkpoint.py
+    decides what a complete one is)."""
+    complete = Checkpoints(directory, inputs_fingerprint="", label="").finished_epochs()
+    return sorted(int(path.name[len(EPOCH_PREFIX) :]) for path in complete)
 
 
 class CheckpointStore:

@@ -81,9 +81,46 @@ MUTATIONS = [
     Mutation(
         "leave squared paper's lines in the ink",
         "tools/digit_image.py",
-        "        if rules >= MINIMUM_RULES:\n",
+        "        if _rule_count(ruled) >= MINIMUM_RULES:\n",
         "        if False:\n",
         ["tests/test_predict.py::test_digits_on_squared_paper_give_the_input_of_plain_paper_and_are_read_right"],
+    ),
+    Mutation(
+        "open any format Pillow knows (EPS included)",
+        "tools/digit_image.py",
+        "            image = Image.open(source, formats=ACCEPTED_FORMATS)\n",
+        "            image = Image.open(source)\n",
+        ["tests/test_predict.py::test_a_format_off_the_list_is_refused_with_the_list"],
+    ),
+    Mutation(
+        "decode JPEGs at full size (no draft)",
+        "tools/digit_image.py",
+        "            image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))\n",
+        "            pass\n",
+        ["tests/test_predict.py::test_a_48_megapixel_phone_photo_passes_the_budget_and_is_read_right"],
+    ),
+    Mutation(
+        "the report's band from the first seed, not the lowest",
+        "stages/report.py",
+        '                    "low": min(values),\n',
+        '                    "low": values[0],\n',
+        ["tests/test_report.py"],
+    ),
+    Mutation(
+        "split -S values on every comma, lists too",
+        "cluster/grid.py",
+        '        if character == "," and depth == 0:\n',
+        '        if character == ",":\n',
+        ["tests/test_cluster.py::test_grid_overrides_expand_like_dvcs"],
+    ),
+    Mutation(
+        "ship local secrets to the workers",
+        "cluster/snapshot.py",
+        '".dvc/tmp", ".dvc/config.local",\n',
+        '".dvc/tmp",\n',
+        [
+            "tests/test_cluster_parts.py::test_a_snapshot_leaves_out_data_secrets_and_the_lock_and_its_digest_follows_every_byte"
+        ],
     ),
     Mutation(
         "decode every upload at once (no decoding slots)",

@@ -90,36 +90,36 @@ def open_image(source: Path | BinaryIO, name: str | None = None):
     except FileNotFoundError:
         raise DataError(f"{name}: no such file; expected an image of a digit") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-        size = _declared_size(error)
-        raise ImageTooLargeError(too_large_message(name, size)) from None
+        raise ImageTooLargeError(too_large_message(name, _declared_pixels(error))) from None
     except UnidentifiedImageError:
         raise DataError(f"{name}: not an image in an accepted format; expected {ACCEPTED_TEXT}") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{name}: truncated or unreadable image ({error}); expected a complete image file") from None
 
 
-def _declared_size(error: Exception) -> tuple[int, int] | None:
-    """The pixel count Pillow's bomb message states ('Image size (400000000 pixels) exceeds ...'), as (pixels, 1)."""
+def _declared_pixels(error: Exception) -> int | None:
+    """The pixel count Pillow's bomb message states ('Image size (400000000 pixels) exceeds ...')."""
     import re
 
     found = re.search(r"\((\d+) pixels\)", str(error))
-    return (int(found.group(1)), 1) if found else None
+    return int(found.group(1)) if found else None
 
 
-def too_large_message(name: str, size: tuple[int, int] | None) -> str:
-    if size is None:
-        described = "more pixels than Pillow's own limit"
-    elif size[1] == 1:
-        described = f"{size[0] / 1e6:,.1f} megapixels"
-    else:
+def too_large_message(name: str, pixels: int | None, size: tuple[int, int] | None = None) -> str:
+    """The refusal of an image over MAX_PIXELS: its width and height when known, else its pixel count."""
+    if size is not None:
         described = f"{size[0]:,} x {size[1]:,} pixels ({size[0] * size[1] / 1e6:,.1f} megapixels)"
+    elif pixels is not None:
+        described = f"{pixels / 1e6:,.1f} megapixels"
+    else:
+        described = "more pixels than Pillow's own limit"
     return f"{name}: {described}: expected at most {MAX_PIXELS / 1e6:g} megapixels (a photo of the digit)"
 
 
 def check_pixel_budget(size: tuple[int, int], name: str) -> None:
     """Raises ImageTooLargeError when an image of `size` (width, height) has more than MAX_PIXELS pixels."""
     if size[0] * size[1] > MAX_PIXELS:
-        raise ImageTooLargeError(too_large_message(name, size))
+        raise ImageTooLargeError(too_large_message(name, size[0] * size[1], size))
 
 
 def gray_or_alpha(image) -> tuple[np.ndarray, bool]:
@@ -163,6 +163,11 @@ def paper_removed(gray: np.ndarray) -> np.ndarray:
     return np.clip(paper - gray, 0, 1)
 
 
+def _rule_count(ruled: np.ndarray) -> int:
+    """How many separate runs of True a 1-D mask has (adjacent ruled rows are one rule)."""
+    return int(np.count_nonzero(np.diff(ruled.astype(np.int8)) == 1) + ruled[0])
+
+
 def ruled_lines_removed(ink: np.ndarray) -> tuple[np.ndarray, bool]:
     """The ink without ruled or squared paper's lines: straight rows or columns of ink across at least
     RULE_SPAN of the picture, when there are MINIMUM_RULES or more of them in one direction; and whether
@@ -181,13 +186,12 @@ def ruled_lines_removed(ink: np.ndarray) -> tuple[np.ndarray, bool]:
         # A rule needs ink along RULE_SPAN of its row at least: where too few rows have that much, no filter runs
         # (4 ms saved on a 280x280 drawing, the page's usual upload; benchmarks/page_budget.py).
         covered = strong.mean(axis=axis) >= RULE_SPAN
-        if int(np.count_nonzero(np.diff(covered.astype(np.int8)) == 1) + covered[0]) < MINIMUM_RULES:
+        if _rule_count(covered) < MINIMUM_RULES:
             continue
         length = max(3, round(RULE_SPAN * ink.shape[axis]))
         lines = ndimage.maximum_filter1d(ndimage.minimum_filter1d(ink, length, axis=axis), length, axis=axis)
         ruled = lines.max(axis=axis) > MINIMUM_CONTRAST / 2  # the rows (or columns) a rule runs along
-        rules = int(np.count_nonzero(np.diff(ruled.astype(np.int8)) == 1) + ruled[0])
-        if rules >= MINIMUM_RULES:
+        if _rule_count(ruled) >= MINIMUM_RULES:
             cleaned, ruled_paper = np.clip(cleaned - lines, 0, 1), True
     return cleaned, ruled_paper
 
