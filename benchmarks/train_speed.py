@@ -1,13 +1,16 @@
-"""Training throughput of the study's four models, four ways, side by side in one run.
+"""Training throughput of the study's models, four ways and in each precision, side by side in one run.
 
-For each study architecture in params.yaml, at batch 200 on the real prepared MNIST:
+For each model in params.yaml and each precision asked for (train.precision's values: float32,
+mixed_bfloat16), at batch 200 on the real prepared MNIST:
   pipeline  the pipeline's own code path: `stages.train.train` (determinism on, DVCLive logging);
   checkpoint the same with a checkpoint after every epoch, as the training stage runs (opt-in);
   keras     plain Keras as the study wrote it: the same layers, `model.fit(x, y, batch_size=200,
             validation_split=0.2)`, nothing else;
   torch     the same architecture in native PyTorch on the CPU (channels first, its own loop);
   bound     the compute bound: training FLOPs per image (3x the forward FLOPs of the conv and dense
-            layers) divided into this machine's float32 matrix-multiply rate (numpy, all cores).
+            layers) divided into this machine's matrix-multiply rate in that precision, measured
+            the same way for both: TensorFlow's matmul (oneDNN, all cores) of two 2048 x 2048
+            matrices in float32 or bfloat16. numpy's float32 rate is reported beside it.
 Images per second count each epoch's training: from the epoch's start (including any per-epoch
 set-up of the input) to its last batch; validation is timed apart. The first epoch is a warm-up
 (graph tracing, allocator), then the median over the remaining epochs, and their mean, which
@@ -16,6 +19,7 @@ counts every stall.
 Usage (from the project root, after `dvc pull` or `dvc repro prepare`):
     python -m benchmarks.train_speed                       # all models, all paths: about 20 minutes
     python -m benchmarks.train_speed --models conv3_pool --paths pipeline keras --epochs 4
+    python -m benchmarks.train_speed --paths pipeline keras --precisions float32 mixed_bfloat16 --epochs 3
 Needs `pip install -r benchmarks/requirements.txt` for the torch path.
 """
 
@@ -31,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import architecture, artifacts, params, train
+from stages import architecture, artifacts, params, precision, train
 
 PATHS = ("pipeline", "checkpoint", "keras", "torch")
 
@@ -50,6 +54,23 @@ def matmul_rate(size: int = 2048, repetitions: int = 7) -> float:
     for _ in range(repetitions):
         started = time.perf_counter()
         left @ right
+        seconds.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(seconds)
+
+
+def tensorflow_matmul_rate(dtype: str, size: int = 2048, repetitions: int = 7) -> float:
+    """This machine's matrix-multiply rate in FLOP/s in `dtype` (float32 or bfloat16), through TensorFlow's
+    own matmul: the kernels training runs on. Median of timed products, as `matmul_rate`."""
+    import tensorflow as tf
+
+    generator = tf.random.Generator.from_seed(0)
+    left, right = (tf.cast(generator.normal((size, size)), dtype) for _ in range(2))
+    product = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(left, right)[0, :1], tf.float32)))
+    product()  # warm-up: tracing, threads, pages
+    seconds = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        product().numpy()
         seconds.append(time.perf_counter() - started)
     return 2 * size**3 / statistics.median(seconds)
 
@@ -124,7 +145,8 @@ def keras_epochs(spec, settings, seed, train_set, validation_set) -> dict:
 
     x = np.concatenate([train_set["x"], validation_set["x"]])
     y = np.concatenate([train_set["y"], validation_set["y"]])
-    model = architecture.build_model(spec)
+    with precision.dtype_policy(settings.precision):
+        model = architecture.build_model(spec)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     timer = epoch_timer()
     model.fit(
@@ -194,13 +216,16 @@ def torch_epochs(spec, settings, seed, train_set, validation_set) -> dict:
     loss_function = torch.nn.CrossEntropyLoss()
     model.train()
     epoch_seconds = []
+    # PyTorch's own mixed precision: bfloat16 autocast on the CPU, float32 weights.
+    bfloat16 = settings.precision == "mixed_bfloat16"
     for _ in range(settings.epochs):
         order = torch.randperm(len(x))
         started = time.perf_counter()
         for start in range(0, len(x), settings.batch_size):
             batch = order[start : start + settings.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_function(model(x[batch]), labels[batch])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+                loss = loss_function(model(x[batch]), labels[batch])
             loss.backward()
             optimizer.step()
         epoch_seconds.append(time.perf_counter() - started)
@@ -228,13 +253,13 @@ def child_command(module: str, one: list[str], arguments) -> list[str]:
             str(arguments.epochs), "--data-dir", str(arguments.data_dir)]  # fmt: skip
 
 
-def run_isolated(model: str, path: str, arguments) -> dict:
-    """Runs one (model, path) in a fresh interpreter and returns its seconds per epoch.
+def run_isolated(model: str, path: str, policy: str, arguments) -> dict:
+    """Runs one (model, path, precision) in a fresh interpreter and returns its seconds per epoch.
 
     Isolation matters: TensorFlow's op determinism, once on, stays on for the process, and two
     frameworks in one process would compete for threads.
     """
-    command = child_command("benchmarks.train_speed", [model, path], arguments)
+    command = child_command("benchmarks.train_speed", [model, path, policy], arguments)
     finished = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
@@ -247,8 +272,12 @@ def load_slice(data_dir: Path, images: int) -> tuple[dict, dict]:
     return train_slice, {key: validation_set[key][: images // 4] for key in ("x", "y")}
 
 
-def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
-    """One row: images per second for each path, the bound, and the ratios the issue asks for."""
+def benchmark_model(spec, settings, arguments, rates: dict[str, float]) -> dict:
+    """One row: images per second for each precision and path, each precision's bound, and the ratios.
+
+    Args:
+        rates: matrix-multiply FLOP/s by precision (train.precision's names), the bound's denominator.
+    """
     paths = arguments.paths
     row = {"model": spec.name, "parameters": parameter_counts(spec)}
     if "torch" in row["parameters"] and row["parameters"]["torch"] != row["parameters"]["keras"]:
@@ -258,35 +287,51 @@ def benchmark_model(spec, settings, arguments, peak_rate) -> dict:
         )
     training_flops = 3 * architecture.forward_flops(spec)
     row["training_mflop_per_image"] = round(training_flops / 1e6, 1)
-    row["bound_images_per_second"] = round(peak_rate / training_flops)
-    for path in paths:
-        seconds = run_isolated(spec.name, path, arguments)
-        # Every image the child trained on, the last partial batch included.
-        images = row["images_per_epoch"] = seconds.pop("images")
-        # The first epoch traces graphs and warms caches. The median of the others resists a hiccup;
-        # the mean counts every stall, which is what a user waits through.
-        timed_epochs = seconds["epoch_seconds"][1:]
-        row[path] = {
-            "images_per_second": round(images / statistics.median(timed_epochs)),
-            "mean_images_per_second": round(images * len(timed_epochs) / sum(timed_epochs)),
+    row["precisions"] = {}
+    for policy in rates:
+        runs = row["precisions"][policy] = {"bound_images_per_second": round(rates[policy] / training_flops)}
+        for path in paths:
+            seconds = run_isolated(spec.name, path, policy, arguments)
+            # Every image the child trained on, the last partial batch included.
+            images = row["images_per_epoch"] = seconds.pop("images")
+            # The first epoch traces graphs and warms caches. The median of the others resists a hiccup;
+            # the mean counts every stall, which is what a user waits through.
+            timed_epochs = seconds["epoch_seconds"][1:]
+            runs[path] = {
+                "images_per_second": round(images / statistics.median(timed_epochs)),
+                "mean_images_per_second": round(images * len(timed_epochs) / sum(timed_epochs)),
+            }
+            runs[path] |= {key: [round(value, 2) for value in values] for key, values in seconds.items()}
+            if "validation_seconds" in seconds:
+                runs[path]["median_validation_seconds"] = round(statistics.median(seconds["validation_seconds"][1:]), 2)
+            print(
+                f"  {spec.name:14} {policy:14} {path:9} {runs[path]['images_per_second']:6,} img/s (mean "
+                f"{runs[path]['mean_images_per_second']:,})  epochs {runs[path]['epoch_seconds']}",
+                file=sys.stderr,
+                flush=True,
+            )
+        runs["ratios"] = {
+            f"pipeline/{path}": round(runs["pipeline"]["images_per_second"] / runs[path]["images_per_second"], 2)
+            for path in paths
+            if path != "pipeline" and "pipeline" in runs
         }
-        row[path] |= {key: [round(value, 2) for value in values] for key, values in seconds.items()}
-        if "validation_seconds" in seconds:
-            row[path]["median_validation_seconds"] = round(statistics.median(seconds["validation_seconds"][1:]), 2)
-        print(
-            f"  {spec.name:14} {path:9} {row[path]['images_per_second']:6,} img/s (mean "
-            f"{row[path]['mean_images_per_second']:,})  "
-            f"epochs {row[path]['epoch_seconds']}",
-            file=sys.stderr,
-            flush=True,
-        )
-    best = max(row[path]["images_per_second"] for path in paths)
-    row["ratios"] = {
-        f"pipeline/{path}": round(row["pipeline"]["images_per_second"] / row[path]["images_per_second"], 2)
-        for path in paths
-        if path != "pipeline" and "pipeline" in row
-    }
-    row["ratios"]["best/bound"] = round(best / row["bound_images_per_second"], 3)
+        best = max(runs[path]["images_per_second"] for path in paths)
+        runs["ratios"]["best/bound"] = round(best / runs["bound_images_per_second"], 3)
+        if "pipeline" in runs:
+            runs["ratios"]["pipeline/bound"] = round(
+                runs["pipeline"]["images_per_second"] / runs["bound_images_per_second"], 3
+            )
+    if "float32" in rates and len(rates) > 1:
+        row["speedup_over_float32"] = {
+            f"{path} {policy}": round(
+                row["precisions"][policy][path]["images_per_second"]
+                / row["precisions"]["float32"][path]["images_per_second"],
+                2,
+            )
+            for policy in rates
+            if policy != "float32"
+            for path in paths
+        }
     return row
 
 
@@ -310,29 +355,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="names from `models` in params.yaml (default: all)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=["pipeline", "keras", "torch"])
+    parser.add_argument("--precisions", nargs="+", choices=precision.PRECISIONS, default=["float32"],
+                        help="train.precision values, each measured with its own bound (default: float32)")  # fmt: skip
     add_run_options(parser)
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "PATH", "PRECISION"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     all_params = params.load_params()
     settings = train.TrainParams.from_section(params.select(all_params, "train"))
     settings = dataclasses.replace(settings, epochs=arguments.epochs)
     if arguments.one:  # the child process of run_isolated
-        model, path = arguments.one
+        model, path, policy = arguments.one
         spec = architecture.parse_architecture(model, params.select(all_params, model))
         seed = first_seed(all_params)
+        settings = dataclasses.replace(settings, precision=policy)
         print(json.dumps(RUNNERS[path](spec, settings, seed, *load_slice(arguments.data_dir, arguments.images))))
         return
     models = arguments.models or params.select(all_params, "models")
-    peak_rate = matmul_rate()
-    print(f"float32 matmul: {peak_rate / 1e9:.0f} GFLOP/s", file=sys.stderr)
+    numpy_rate = matmul_rate()
+    rates = {
+        policy: tensorflow_matmul_rate("float32" if policy == "float32" else "bfloat16")
+        for policy in arguments.precisions
+    }
+    print(
+        f"matmul: numpy float32 {numpy_rate / 1e9:.0f} GFLOP/s; TensorFlow "
+        + ", ".join(f"{policy} {rate / 1e9:.0f} GFLOP/s" for policy, rate in rates.items()),
+        file=sys.stderr,
+    )
     rows = [
         benchmark_model(
-            architecture.parse_architecture(name, params.select(all_params, name)), settings, arguments, peak_rate
+            architecture.parse_architecture(name, params.select(all_params, name)), settings, arguments, rates
         )
         for name in models
     ]
     result = {
-        "matmul_gflops": round(peak_rate / 1e9, 1),
+        "matmul_gflops": round(numpy_rate / 1e9, 1),
+        "tensorflow_matmul_gflops": {policy: round(rate / 1e9, 1) for policy, rate in rates.items()},
         "batch_size": settings.batch_size,
         "images_per_epoch": rows[0]["images_per_epoch"],
         "epochs": arguments.epochs,

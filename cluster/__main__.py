@@ -1,4 +1,4 @@
-"""python -m cluster repro [TARGETS ...] [-S key=value ...] [--address HOST:PORT] [--cpus-per-task N]
+"""python -m cluster repro [TARGETS ...] [-S key=value ...] [--address HOST:PORT] [--cpus-per-task N] [OPTIONS]
 
 What `dvc repro` would run, spread over a Ray cluster: trainings and evaluations as Ray tasks,
 the cheap stages here. With -S (DVC's syntax, grids too: -S 'arch.kernel=2,3,5') each point is
@@ -27,6 +27,10 @@ def main() -> None:
     repro.add_argument("--address", help="HOST:PORT of a Ray cluster's head (default: start Ray here)")
     repro.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs Ray reserves for each task")
     repro.add_argument(
+        "--gpus-per-task", type=float, default=0,
+        help="GPUs Ray reserves for each task (default 0; untested here, docs/scaling.md)",
+    )  # fmt: skip
+    repro.add_argument(
         "--threads", type=int, default=os.cpu_count(),
         help="TensorFlow threads per task (default: this machine's cores, so results match a local dvc repro here)",
     )  # fmt: skip
@@ -34,6 +38,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.cpus_per_task <= 0:
         raise ParamsError(f"--cpus-per-task: got {arguments.cpus_per_task}; expected a positive number")
+    if arguments.gpus_per_task < 0:
+        raise ParamsError(f"--gpus-per-task: got {arguments.gpus_per_task:g}; expected 0 or more")
     if arguments.threads < 1:
         raise ParamsError(f"--threads: got {arguments.threads}; expected a positive integer")
     project = Path.cwd()
@@ -43,10 +49,11 @@ def main() -> None:
     summary: list[dict] = []
     began = time.monotonic()
     with coordinator.connected(project, arguments.address) as ray:
+        coordinator.require_gpus(ray, arguments.gpus_per_task)
         experiments.run_points(
             project, points,
             lambda: coordinator.reproduce(project, arguments.targets, ray, arguments.cpus_per_task,
-                                          arguments.threads, summary),
+                                          arguments.threads, summary, arguments.gpus_per_task),
         )  # fmt: skip
     for row in summary:
         print(f"  {row['stage']:<28} {row['node'][:12]:<12} {row['seconds']:8.1f} s")

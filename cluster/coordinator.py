@@ -12,7 +12,7 @@ from cluster.checkpoint_store import CheckpointStore
 from cluster.dvc_command import StageFailedError, dvc, stage_error
 from cluster.placement import place
 from cluster.plan import plan
-from stages.errors import SourceError
+from stages.errors import ParamsError, SourceError
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -85,7 +85,20 @@ def run_locally(project: Path, stage: str, push: bool) -> float:
     return time.monotonic() - started
 
 
-def reproduce(project: Path, targets: list[str], ray, cpus_per_task: float, threads: int, summary: list[dict]) -> None:
+def require_gpus(ray, gpus_per_task: float) -> None:
+    """Refuses GPUs per task that the cluster does not have: Ray would otherwise wait forever for them."""
+    if gpus_per_task <= 0:
+        return
+    available = float(ray.cluster_resources().get("GPU", 0))
+    if available < gpus_per_task:
+        raise ParamsError(
+            f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has {available:g} GPUs; expected at most "
+            f"{available:g} per task (leave the option out to train on CPUs)"
+        )
+
+
+def reproduce(project: Path, targets: list[str], ray, cpus_per_task: float, threads: int, summary: list[dict],
+              gpus_per_task: float = 0) -> None:  # fmt: skip
     """Runs the planned stages: remote ones as Ray tasks when their upstream is done, the rest here."""
     planned = plan(project, targets)
     if not planned:
@@ -97,7 +110,9 @@ def reproduce(project: Path, targets: list[str], ray, cpus_per_task: float, thre
     files = snapshot.collect(project)
     files_digest = snapshot.digest(files)
     files_reference = ray.put(files)
-    task = ray.remote(worker.run_stage).options(num_cpus=cpus_per_task, max_retries=3, retry_exceptions=False)
+    task = ray.remote(worker.run_stage).options(
+        num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=3, retry_exceptions=False
+    )
     needed_remotely = {name for stage in planned if stage.remote for name in stage.inputs_from}
     # Inputs made earlier (stages not planned) must be on the remote before any worker pulls them.
     made_earlier = sorted(needed_remotely - {stage.name for stage in planned})

@@ -6,6 +6,11 @@ A spec is a model-wide default `kernel` and a list of layers:
   {type: pool}                              2x2 max pooling, stride 2 (padding valid)
   {type: pool, padding: same}               2x2 max pooling, stride 1, padding same (as in the study)
   {type: batchnorm}                         batch normalization (Keras' defaults)
+  {type: augment, rotation: 10, shift: 0.1, zoom: 0.1}
+                                            random rotation (up to +-degrees), shift (fraction of
+                                            the size) and zoom (+-fraction), each optional: active
+                                            in training only, the identity at inference
+  {type: global_pool}                       the mean of each channel over the map (flat output)
   {type: dropout, rate: 0.5}
   {type: flatten}
   {type: dense, units: 128}                 ReLU
@@ -180,6 +185,54 @@ def _dense_shape(layer: LayerSpec, shape: Shape, label: str) -> Shape:
     return (layer["units"],)
 
 
+def _parse_augment(where: str, raw: dict, default_kernel: int) -> dict:
+    settings = {
+        "rotation": float(
+            params.typed(f"{where}.rotation", raw.get("rotation", 0), (int, float), minimum=0, maximum=180)
+        ),
+        "shift": float(params.typed(f"{where}.shift", raw.get("shift", 0), (int, float), minimum=0, maximum=1)),
+        "zoom": float(params.typed(f"{where}.zoom", raw.get("zoom", 0), (int, float), minimum=0, maximum=1)),
+    }
+    if not any(settings.values()):
+        raise ParamsError(
+            f"params.yaml: '{where}' sets no rotation, shift or zoom above 0, so it would do nothing; "
+            "expected at least one of them, e.g. {type: augment, shift: 0.1}"
+        )
+    if settings["shift"] == 1 or settings["zoom"] == 1:
+        raise ParamsError(
+            f"params.yaml: '{where}' shifts or zooms by a whole image (1.0), which can leave nothing of the "
+            f"digit; expected shift and zoom in [0, 1), got shift {settings['shift']}, zoom {settings['zoom']}"
+        )
+    return settings
+
+
+def _augment_shape(layer: LayerSpec, shape: Shape, label: str) -> Shape:
+    return _feature_map(label, shape)
+
+
+def _augment_layer(layer: LayerSpec, name: str, layers) -> Any:
+    """Keras' own random image layers, in float32 whatever the policy (they resample pixels; bfloat16
+    would only round them). Keras makes them the identity unless training, and seeds each from the
+    global seed (train.configure_determinism), so a run is reproducible and resumes exactly (their
+    seed-generator states are model variables, which the checkpoint saves)."""
+    import keras
+
+    steps = []
+    if layer["rotation"]:
+        steps.append(layers.RandomRotation(layer["rotation"] / 360, fill_mode="constant", dtype="float32",
+                                           name=f"{name}_rotation"))  # fmt: skip
+    if layer["shift"]:
+        steps.append(layers.RandomTranslation(layer["shift"], layer["shift"], fill_mode="constant", dtype="float32",
+                                              name=f"{name}_shift"))  # fmt: skip
+    if layer["zoom"]:
+        steps.append(layers.RandomZoom(layer["zoom"], fill_mode="constant", dtype="float32", name=f"{name}_zoom"))
+    return keras.Sequential(steps, name=name)
+
+
+def _global_pool_shape(layer: LayerSpec, shape: Shape, label: str) -> Shape:
+    return (_feature_map(label, shape)[2],)
+
+
 def _no_settings(where: str, raw: dict, default_kernel: int) -> dict:
     return {}
 
@@ -199,6 +252,16 @@ LAYER_TYPES: dict[str, LayerType] = {
         _no_settings,
         _same_shape,
         lambda layer, name, layers: layers.BatchNormalization(name=name),
+    ),
+    "augment": LayerType(
+        frozenset(), frozenset({"rotation", "shift", "zoom"}), _parse_augment, _augment_shape, _augment_layer
+    ),
+    "global_pool": LayerType(
+        frozenset(),
+        frozenset(),
+        _no_settings,
+        _global_pool_shape,
+        lambda layer, name, layers: layers.GlobalAveragePooling2D(name=name),
     ),
     "dropout": LayerType(
         frozenset({"rate"}),
@@ -274,7 +337,9 @@ def output_shapes(spec: ArchitectureSpec, input_shape: Shape = artifacts.IMAGE_S
         shape = LAYER_TYPES[layer.type].output_shape(layer, shape, f"model '{spec.name}', layer {index} ({layer.type})")
         shapes.append(shape)
     if len(shape) != 1:
-        raise ShapeError(f"model '{spec.name}': the last layer's output {shape} is not flat; end with flatten or dense")
+        raise ShapeError(
+            f"model '{spec.name}': the last layer's output {shape} is not flat; end with flatten, global_pool or dense"
+        )
     return shapes
 
 
@@ -310,7 +375,11 @@ def build_model(
     for layer in spec.layers:
         counts[layer.type] = counts.get(layer.type, 0) + 1
         model_layers.append(LAYER_TYPES[layer.type].keras_layer(layer, f"{layer.type}_{counts[layer.type]}", layers))
+    # The classifier computes in float32 whatever the policy: a softmax in bfloat16 (8 bits of
+    # mantissa) would round the probabilities the loss is taken of.
     model_layers.append(
-        layers.Dense(class_count, activation="softmax", kernel_initializer="glorot_normal", name="output")
+        layers.Dense(
+            class_count, activation="softmax", kernel_initializer="glorot_normal", dtype="float32", name="output"
+        )  # fmt: skip
     )
     return keras.Sequential(model_layers, name=spec.name)

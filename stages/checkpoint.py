@@ -23,6 +23,7 @@ that git and DVC ignore:
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,33 @@ from stages.errors import DataError
 EPOCH_PREFIX = "epoch-"
 
 
-def fingerprint(command: list[str], code_files: list[Path], settings: dict, data_files: list[Path]) -> str:
-    """A SHA-256 of everything that determines a training run, so a checkpoint is resumed only by its own inputs."""
+def loaded_modules(root: Path, package: str) -> list[Path]:
+    """The files of `package`'s modules loaded in this process: the code the stage runs.
+
+    The stage's declared code deps in dvc.yaml are exactly the package modules it imports
+    (tests/test_pipeline.py checks that), so this hashes what DVC hashes and nothing more: an
+    edit to a module the stage does not use keeps its checkpoint.
+    """
+    files = {
+        Path(module.__file__).resolve()
+        for name, module in list(sys.modules.items())
+        if (name == package or name.startswith(f"{package}.")) and getattr(module, "__file__", None)
+    }
+    return sorted(path for path in files if path.is_relative_to(Path(root).resolve()))
+
+
+def fingerprint(command: list[str], root: Path, code_files: list[Path], settings: dict, data_files: list[Path]) -> str:
+    """A SHA-256 of everything that determines a training run, so a checkpoint is resumed only by its own inputs.
+
+    Files are named by their path relative to the project `root` (data paths as the command gives
+    them, relative to it too), so a project moved or cloned elsewhere resumes its checkpoints.
+    """
+    root = Path(root).resolve()
     digest = hashlib.sha256()
     digest.update(json.dumps({"command": command, "settings": settings}, sort_keys=True).encode())
     for path in [*sorted(code_files), *data_files]:
-        digest.update(str(path).encode())
+        absolute = Path(path).resolve()
+        digest.update((absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else str(path)).encode())
         with open(path, "rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
@@ -73,7 +95,8 @@ class Checkpoints:
         if recorded != self.inputs_fingerprint:
             print(
                 f"{self.label}: discarding the checkpoint in {self.directory}: it was made from other inputs "
-                "(command, code, params or data); training starts at epoch 1"
+                "(command, code, params or data); training starts at epoch 1",
+                flush=True,
             )
             self.remove()
 
@@ -103,7 +126,7 @@ class Checkpoints:
                 optimizer_values = artifacts.load_npz(path / "optimizer.npz", ())
                 recorded = artifacts.read_json(path / "paths.json")
             except (DataError, OSError, ValueError) as error:
-                print(f"{self.label}: ignoring the unreadable checkpoint {path} ({error})")
+                print(f"{self.label}: ignoring the unreadable checkpoint {path} ({error})", flush=True)
                 continue
             model.optimizer.build(model.trainable_variables)
             pairs = [
@@ -118,7 +141,9 @@ class Checkpoints:
             if recorded != expected or any(
                 value is None or value.shape != tuple(variable.shape) for variable, value in pairs
             ):
-                print(f"{self.label}: ignoring the checkpoint {path}: its variables do not match the model's")
+                print(
+                    f"{self.label}: ignoring the checkpoint {path}: its variables do not match the model's", flush=True
+                )
                 continue
             for variable, value in pairs:
                 variable.assign(value)

@@ -1,10 +1,12 @@
-"""Stage `compare`: every model over its seeds, side by side, with which differences are real.
+"""Stage `compare`: every model over its seeds, side by side, with a verdict for every pair.
 
 Per model: the mean, standard deviation, minimum and maximum over seeds of the train, validation
 and test loss and accuracy, a 95% confidence interval of the mean test accuracy (Student's t),
-the parameter count, and the study's published figures with whether they fall inside our range.
-Per pair of models: the difference in mean test accuracy with its 95% interval and a p-value from
-Welch's t-test, Holm-corrected across all pairs, and a verdict in words.
+the parameter count, and the study's published figures with whether its one run falls inside
+our 95% prediction interval for one run. Per pair of models: the difference in mean test accuracy
+with its 95% interval, Welch's p and the equivalence (TOST) p, both Holm-corrected across all
+pairs, and the verdict: different, equivalent within compare.equivalence_margin, or undecided
+with the seeds that would likely decide it (stages/statistics.py).
 
 Why Welch and not a paired test: seed k of two architectures shares nothing that makes the runs
 alike (the weights differ in shape, so the same seed draws different initial values), so the
@@ -12,21 +14,18 @@ runs are independent samples, and Welch's test does not assume the two spreads a
 
 Writes `comparison.json` (everything), `comparison.md` (the study's table with mean ± sd in every
 cell, then the pairwise table) and `test_accuracy.json` (one narrow row per model: the mean and,
-alongside, the sd), so that `dvc exp show` and `dvc metrics diff` stay readable.
+alongside, the sd; and the verdict counts), so that `dvc exp show` and `dvc metrics diff` stay
+readable and show an experiment's effect on the comparison in one line.
 """
 
 import argparse
 import itertools
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
-
-from stages import artifacts, cli, params
+from stages import artifacts, cli, params, statistics
+from stages.statistics import mean_sd_cell, summarize
 
 METRIC_COLUMNS = ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy", "test_accuracy")
-CONFIDENCE = 0.95
-SIGNIFICANCE = 0.05
 
 
 def load_study_results(path: Path) -> dict[str, dict]:
@@ -74,74 +73,6 @@ def run_metrics(train_metrics: dict, evaluate_metrics: dict) -> dict[str, float]
     }
 
 
-def summarize(values: list[float]) -> dict:
-    """Count, mean, sample standard deviation (None for one value), minimum and maximum."""
-    array = np.asarray(values, dtype=np.float64)
-    return {
-        "n": len(array),
-        "mean": float(array.mean()),
-        "sd": float(array.std(ddof=1)) if len(array) > 1 else None,
-        "min": float(array.min()),
-        "max": float(array.max()),
-    }
-
-
-def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The `confidence` interval of the mean (Student's t); None for fewer than two values."""
-    if len(values) < 2:
-        return None
-    mean, error = float(np.mean(values)), float(stats.sem(values))
-    if error == 0:
-        return (mean, mean)
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=error)
-    return (float(low), float(high))
-
-
-def welch(first: list[float], second: list[float], confidence: float = CONFIDENCE) -> dict:
-    """Welch's t-test of mean(first) - mean(second): the difference, its interval and the two-sided p-value.
-
-    Two samples without any spread make the statistic 0/0; then equal means give p = 1 and an
-    interval of zero width, and unequal means p = 0.
-    """
-    difference = float(np.mean(first) - np.mean(second))
-    if np.var(first) == 0 and np.var(second) == 0:
-        return {
-            "difference": difference,
-            "interval": (difference, difference),
-            "p_value": 1.0 if difference == 0 else 0.0,
-        }
-    result = stats.ttest_ind(first, second, equal_var=False)
-    interval = result.confidence_interval(confidence)
-    return {
-        "difference": difference,
-        "interval": (float(interval.low), float(interval.high)),
-        "p_value": float(result.pvalue),
-    }
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment of `p_values` for testing them all (scipy has none).
-
-    The k-th smallest of m p-values is multiplied by (m - k + 1), made non-decreasing in that
-    order and capped at 1; the results are returned in the input's order.
-    """
-    count = len(p_values)
-    adjusted = [0.0] * count
-    running = 0.0
-    for rank, index in enumerate(sorted(range(count), key=lambda position: p_values[position])):
-        running = max(running, min(1.0, (count - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
-
-
-def verdict(first: str, second: str, difference: float, adjusted_p: float, seeds: int) -> str:
-    """The pair's comparison in words, e.g. 'conv5_pool > conv3_pool (p = 0.003)'."""
-    if adjusted_p >= SIGNIFICANCE:
-        return f"not distinguishable with {seeds} seeds (p = {adjusted_p:.3g})"
-    better, worse = (first, second) if difference > 0 else (second, first)
-    return f"{better} > {worse} (p = {adjusted_p:.3g})"
-
-
 def model_summary(spec: dict, runs: list[dict], parameters: int, study: dict | None) -> dict:
     """One model over its seeds: every metric summarized, the test accuracy interval and the study's figures."""
     summary = {
@@ -152,45 +83,41 @@ def model_summary(spec: dict, runs: list[dict], parameters: int, study: dict | N
         "metrics": {column: summarize([run[column] for run in runs]) for column in METRIC_COLUMNS},
         "test_accuracy_values": [run["test_accuracy"] for run in runs],
     }
-    interval = mean_interval(summary["test_accuracy_values"])
+    interval = statistics.mean_interval(summary["test_accuracy_values"])
     summary["test_accuracy_interval"] = list(interval) if interval else None
+    prediction = statistics.prediction_interval(summary["test_accuracy_values"])
+    summary["test_accuracy_prediction_interval"] = list(prediction) if prediction else None
     if study:
-        accuracy = summary["metrics"]["test_accuracy"]
         summary["study"] = study
-        summary["study_test_accuracy_in_range"] = accuracy["min"] <= study["test_accuracy"] <= accuracy["max"]
-        summary["study_test_accuracy_in_interval"] = (
-            interval[0] <= study["test_accuracy"] <= interval[1] if interval else None
+        # One published run against where one of our runs would fall (None: too few seeds or no spread).
+        summary["study_test_accuracy_in_prediction_interval"] = (
+            prediction[0] <= study["test_accuracy"] <= prediction[1] if prediction else None
         )
     return summary
 
 
-def pairwise(models: dict[str, dict]) -> list[dict]:
-    """Every pair of models: difference in mean test accuracy, interval, Welch p, Holm-adjusted p, verdict."""
-    names = [name for name, summary in models.items() if summary["seeds"] >= 2]
-    pairs = []
-    for first, second in itertools.combinations(names, 2):
-        test = welch(models[first]["test_accuracy_values"], models[second]["test_accuracy_values"])
-        pairs.append(
-            {
-                "first": first,
-                "second": second,
-                "difference": test["difference"],
-                "interval": list(test["interval"]),
-                "p_value": test["p_value"],
-            }
-        )
-    for pair, adjusted in zip(pairs, holm([pair["p_value"] for pair in pairs]), strict=True):
-        seeds = min(models[pair["first"]]["seeds"], models[pair["second"]]["seeds"])
-        pair["p_holm"] = adjusted
-        pair["verdict"] = verdict(pair["first"], pair["second"], pair["difference"], adjusted, seeds)
+def pairwise(models: dict[str, dict], margin: float) -> list[dict]:
+    """Every pair of models, in the order of `models`: the statistics' verdict and its words."""
+    samples = {name: summary["test_accuracy_values"] for name, summary in models.items()}
+    pairs = statistics.compare_pairs(samples, list(itertools.combinations(models, 2)), margin)
+    for pair in pairs:
+        pair["verdict_words"] = statistics.verdict_words(pair, margin)
     return pairs
 
 
-def mean_sd_cell(summary: dict, digits: int = 4) -> str:
-    return f"{summary['mean']:.{digits}f}" + ("" if summary["sd"] is None else f" ± {summary['sd']:.{digits}f}")
+def _p_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
 
 
-def markdown_table(models: dict[str, dict], pairs: list[dict]) -> str:
+def _study_cell(summary: dict) -> str:
+    inside = summary["study_test_accuracy_in_prediction_interval"]
+    if inside is None:
+        return "no prediction interval (fewer than two seeds, or no spread)"
+    low, high = summary["test_accuracy_prediction_interval"]
+    return f"{'inside' if inside else 'outside'} our 95% prediction interval, {low:.4f} to {high:.4f}"
+
+
+def markdown_table(models: dict[str, dict], pairs: list[dict], margin: float) -> str:
     """The study's table with mean ± sd over seeds in every cell and the study's row under ours, then the pairs."""
     lines = [
         "| model | architecture | kernel | seeds | train loss | val loss | test loss | train acc | val acc | "
@@ -206,24 +133,27 @@ def markdown_table(models: dict[str, dict], pairs: list[dict]) -> str:
             + f" | {summary['parameters']:,} |"
         )
         if "study" in summary:
-            inside = "inside" if summary["study_test_accuracy_in_range"] else "outside"
             lines.append(
                 "| study | | | 1 | "
                 + " | ".join(f"{summary['study'][column]:.4f}" for column in METRIC_COLUMNS)
-                + f" | {inside} our range | {summary['study']['parameters']:,} |"
+                + f" | {_study_cell(summary)} | {summary['study']['parameters']:,} |"
             )
     text = "\n".join(lines) + "\n"
     if pairs:
+        counts = statistics.count_verdicts(pairs)
         text += (
             "\nPairs of models, test accuracy: difference of the means (first minus second) with its 95% "
-            "interval; Welch's t-test, p-values Holm-corrected across all pairs.\n\n"
-            "| first | second | difference | 95% CI | p | p (Holm) | verdict |\n|---|---|---:|---|---:|---:|---|\n"
+            "interval; Welch's t-test (different) and two one-sided tests (equivalent within "
+            f"±{margin:.4f}), each Holm-corrected across all pairs. Verdicts: {counts['different']} different, "
+            f"{counts['equivalent']} equivalent, {counts['undecided']} undecided.\n\n"
+            "| first | second | difference | 95% CI | p (Welch, Holm) | p (equivalence, Holm) | verdict |\n"
+            "|---|---|---:|---|---:|---:|---|\n"
         )
         text += (
             "\n".join(
                 f"| {pair['first']} | {pair['second']} | {pair['difference']:+.4f} | "
-                f"{pair['interval'][0]:+.4f} to {pair['interval'][1]:+.4f} | {pair['p_value']:.3g} | "
-                f"{pair['p_holm']:.3g} | {pair['verdict']} |"
+                + ("" if pair["interval"] is None else f"{pair['interval'][0]:+.4f} to {pair['interval'][1]:+.4f}")
+                + f" | {_p_cell(pair['p_holm'])} | {_p_cell(pair['p_equivalence_holm'])} | {pair['verdict_words']} |"
                 for pair in pairs
             )
             + "\n"
@@ -231,8 +161,9 @@ def markdown_table(models: dict[str, dict], pairs: list[dict]) -> str:
     return text
 
 
-def narrow_summary(models: dict[str, dict]) -> dict:
-    """test_accuracy.json: the mean per model and, alongside, the sd (left out for a single seed)."""
+def narrow_summary(models: dict[str, dict], pairs: list[dict]) -> dict:
+    """test_accuracy.json: the mean per model and, alongside, the sd (left out for a single seed); the verdict
+    counts over the pairs."""
     summary = {
         "test_accuracy": {name: round(model["metrics"]["test_accuracy"]["mean"], 6) for name, model in models.items()}
     }
@@ -243,7 +174,14 @@ def narrow_summary(models: dict[str, dict]) -> dict:
     }
     if spreads:
         summary["test_accuracy_sd"] = spreads
+    summary["pairs"] = statistics.count_verdicts(pairs)
     return summary
+
+
+def equivalence_margin(value) -> float:
+    """compare.equivalence_margin: a difference in test accuracy, above 0 and below 1."""
+    margin = params.typed("compare.equivalence_margin", value, (int, float), minimum=0, maximum=1, exclusive=True)
+    return float(margin)
 
 
 def main() -> None:
@@ -259,6 +197,7 @@ def main() -> None:
     all_params = params.load_params()
     names = params.select(all_params, "models")
     seeds = params.seed_list(params.select(all_params, "train.seeds"))
+    margin = equivalence_margin(params.select(all_params, "compare.equivalence_margin"))
     study_results = load_study_results(arguments.study_results)
     models = {}
     for name in names:
@@ -271,25 +210,28 @@ def main() -> None:
         ]
         spec = artifacts.read_json(arguments.models_dir / name / f"seed-{seeds[0]}" / "spec.json")
         models[name] = model_summary(spec["architecture"], runs, spec["parameters"], study_results.get(name))
-    pairs = pairwise(models)
-    artifacts.write_text_atomic(arguments.output_markdown, markdown_table(models, pairs))
+    pairs = pairwise(models, margin)
+    artifacts.write_text_atomic(arguments.output_markdown, markdown_table(models, pairs, margin))
     artifacts.write_json(
         arguments.output_json,
         {
             "seeds": seeds,
-            "confidence": CONFIDENCE,
-            "test": "Welch's t-test, Holm-corrected",
+            "confidence": statistics.CONFIDENCE,
+            "significance": statistics.SIGNIFICANCE,
+            "equivalence_margin": margin,
+            "tests": "Welch's t-test (different), TOST with Welch's variances (equivalent), each Holm-corrected "
+            "across the pairs; seeds to decide: 80% power at 0.05 / pairs",
             "models": models,
             "pairs": pairs,
         },
     )
-    artifacts.write_json(arguments.output_summary, narrow_summary(models))
+    artifacts.write_json(arguments.output_summary, narrow_summary(models, pairs))
     best = max(models, key=lambda name: models[name]["metrics"]["test_accuracy"]["mean"])
-    real = [pair["verdict"] for pair in pairs if ">" in pair["verdict"]]
+    counts = statistics.count_verdicts(pairs)
     print(
         f"compare: {len(models)} models x {len(seeds)} seeds -> {arguments.output_markdown}; best mean test "
-        f"accuracy: {best} {models[best]['metrics']['test_accuracy']['mean']:.4f}; "
-        f"{len(real)} of {len(pairs)} pairs differ significantly"
+        f"accuracy: {best} {models[best]['metrics']['test_accuracy']['mean']:.4f}; of {len(pairs)} pairs "
+        f"{counts['different']} different, {counts['equivalent']} equivalent, {counts['undecided']} undecided"
     )
 
 

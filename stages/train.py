@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from stages import architecture, artifacts, checkpoint, cli, params
+from stages import architecture, artifacts, checkpoint, cli, params, precision, progress
 from stages.errors import ParamsError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Each with Keras' defaults but for the learning rate.
 OPTIMIZERS = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
@@ -32,6 +34,7 @@ class TrainParams:
     optimizer: str
     learning_rate: float
     max_gflop_per_epoch: float
+    precision: str
 
     @classmethod
     def from_section(cls, section) -> "TrainParams":
@@ -52,6 +55,7 @@ class TrainParams:
                     "train.max_gflop_per_epoch", section["max_gflop_per_epoch"], (int, float), minimum=0, exclusive=True
                 )
             ),
+            precision=params.one_of("train.precision", section["precision"], precision.PRECISIONS),
         )
 
 
@@ -70,6 +74,34 @@ def check_cost(spec: architecture.ArchitectureSpec, gflop: float, limit: float) 
             f"train.max_gflop_per_epoch = {limit:,.0f}; check the spec for a typo, or raise "
             "train.max_gflop_per_epoch in params.yaml if you mean it"
         )
+
+
+def compile_model(model, settings: TrainParams) -> None:
+    import keras
+
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[settings.optimizer])(learning_rate=settings.learning_rate)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+
+
+def with_float32_compute(model, spec: architecture.ArchitectureSpec, settings: TrainParams):
+    """The trained model as a float32 model: the same variables (float32 in every policy), float32 compute.
+
+    Evaluation, `tools.predict` and the digit page then compute alike for models trained in either
+    precision, and a saved model never asks a CPU without bfloat16 units for bfloat16 arithmetic.
+    """
+    if settings.precision == "float32":
+        return model
+    with precision.dtype_policy("float32"):
+        copy = architecture.build_model(spec, model.input_shape[1:], model.output_shape[-1])
+        compile_model(copy, settings)
+        copy.optimizer.build(copy.trainable_variables)
+    pairs = [
+        *zip(copy.weights, model.weights, strict=True),
+        *zip(copy.optimizer.variables, model.optimizer.variables, strict=True),
+    ]
+    for target, source in pairs:
+        target.assign(source)
+    return copy
 
 
 def configure_determinism(seed: int) -> None:
@@ -153,6 +185,7 @@ def train(
     live_dir: Path,
     checkpoints: checkpoint.Checkpoints | None = None,
     extra_callbacks: tuple = (),
+    epoch_times: progress.History | None = None,
 ):
     """Builds, compiles and fits the model; DVCLive writes per-epoch metrics under `live_dir`.
 
@@ -161,34 +194,47 @@ def train(
         train_set, validation_set: {"x": float32 (N, 28, 28, 1) in [0, 1], "y": float32 (N, classes) one-hot}.
         checkpoints: where to save a checkpoint after every epoch and resume from; None for none.
         extra_callbacks: more Keras callbacks, e.g. the benchmark's timer.
+        epoch_times: this machine's past epoch times, for the estimate and the time left; None for neither.
 
     Returns:
         (the trained keras.Model, its history of the epochs run here: {"loss": [...], "val_loss": ...}).
     """
-    import keras
+    import tensorflow as tf
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     gflop = epoch_gflop(spec, len(train_set["x"]), len(validation_set["x"]))
     configure_determinism(seed)
-    model = architecture.build_model(spec, input_shape=train_set["x"].shape[1:], class_count=train_set["y"].shape[1])
-    optimizer = getattr(keras.optimizers, OPTIMIZERS[settings.optimizer])(learning_rate=settings.learning_rate)
-    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    with precision.dtype_policy(settings.precision):
+        model = architecture.build_model(
+            spec, input_shape=train_set["x"].shape[1:], class_count=train_set["y"].shape[1]
+        )
+        compile_model(model, settings)
     label = f"train@{spec.name}-{seed}"
     print(
         f"{label}: {model.count_params():,} parameters, {gflop:,.1f} GFLOP per epoch "
-        f"(limit {settings.max_gflop_per_epoch:,.0f}), {settings.epochs} epochs",
+        f"(limit {settings.max_gflop_per_epoch:,.0f}), {settings.epochs} epochs in {settings.precision}",
         flush=True,
     )
+    warning = precision.slow_precision_warning(
+        settings.precision, precision.cpu_flags(), bool(tf.config.list_physical_devices("GPU"))
+    )
+    if warning:
+        print(f"{label}: {warning}", flush=True)
     done = checkpoints.restore_latest(model, live_dir) if checkpoints else 0
     if done:
         print(f"{label}: resuming after epoch {done} of {settings.epochs}", flush=True)
+    if epoch_times:
+        key = f"{spec.name}/{settings.precision}/{len(train_set['x'])} images"
+        print(progress.starting_line(label, settings.epochs - done, epoch_times.seconds_per_epoch(key)), flush=True)
     # dvcyaml=False: the metrics and plots are declared in the project's dvc.yaml, which DVCLive
     # would otherwise rewrite; save_dvc_exp=False: DVC, not DVCLive, records experiments here.
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=bool(done))
     live.step = done  # DVCLive's own resume miscounts after exactly one logged step (step 0)
     live.summary["parameters"] = model.count_params()
     callbacks = [DVCLiveCallback(live=live)]
+    if epoch_times:
+        callbacks.append(progress.progress_callback(label, settings.epochs, epoch_times, key))
     if checkpoints:
         callbacks.append(checkpoint.checkpoint_callback(checkpoints, live_dir))
     with StopOnSignal() as stop:
@@ -203,7 +249,7 @@ def train(
             # A progress bar in a terminal; one line per epoch in a log file.
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    return model, history.history
+    return with_float32_compute(model, spec, settings), history.history
 
 
 class StopOnSignal:
@@ -282,7 +328,9 @@ def main() -> None:
         arguments.checkpoint_dir,
         checkpoint.fingerprint(
             sys.argv[1:],
-            sorted(Path(__file__).parent.glob("*.py")),
+            PROJECT_ROOT,
+            # This module runs as __main__, so it is added by its path.
+            sorted({*checkpoint.loaded_modules(PROJECT_ROOT, "stages"), Path(__file__).resolve()}),
             {"train": dataclasses.asdict(settings), "architecture": spec.to_dict()},
             data_files,
         ),
@@ -291,9 +339,12 @@ def main() -> None:
     checkpoints.discard_if_stale()
     started = time.perf_counter()
     try:
+        # Beside the checkpoints: this machine's epoch times, for the next training's estimate.
+        epoch_times = progress.History(arguments.checkpoint_dir.parent / "epoch-seconds.json")
         model, history = train(
-            spec, settings, arguments.seed, train_set, validation_set, arguments.live_dir, checkpoints
-        )
+            spec, settings, arguments.seed, train_set, validation_set, arguments.live_dir, checkpoints,
+            epoch_times=epoch_times,
+        )  # fmt: skip
         # The model carries what made it: its spec, the training settings and each layer's shape.
         artifacts.write_json(
             arguments.model_dir / "spec.json",

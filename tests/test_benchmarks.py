@@ -36,8 +36,34 @@ def test_images_per_second_counts_every_image_trained_the_last_partial_batch_inc
 
     # 450 images in batches of 200 is 3 batches, the last of 50; the old code counted 400.
     measured = {"images": 450, "epoch_seconds": [9.0, 1.5, 1.5, 1.5], "validation_seconds": [0.2] * 4}
-    monkeypatch.setattr(train_speed, "run_isolated", lambda model, path, arguments: dict(measured))
+    monkeypatch.setattr(train_speed, "run_isolated", lambda model, path, policy, arguments: dict(measured))
     monkeypatch.setattr(train_speed, "parameter_counts", lambda spec: {"keras": 1})
     spec = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"])
-    row = train_speed.benchmark_model(spec, None, argparse.Namespace(paths=["pipeline"]), peak_rate=1e11)
-    assert row["images_per_epoch"] == 450 and row["pipeline"]["images_per_second"] == 300
+    row = train_speed.benchmark_model(spec, None, argparse.Namespace(paths=["pipeline"]), rates={"float32": 1e11})
+    assert row["images_per_epoch"] == 450 and row["precisions"]["float32"]["pipeline"]["images_per_second"] == 300
+
+
+def test_each_precision_has_its_own_bound_and_the_speedup_is_against_float32(monkeypatch):
+    import argparse
+
+    from stages import architecture
+    from tests.conftest import project_params
+
+    # float32 epochs of 2 s, bfloat16 epochs of 1 s, 4,000 images: 2,000 and 4,000 images per second.
+    seconds = {"float32": 2.0, "mixed_bfloat16": 1.0}
+    monkeypatch.setattr(
+        train_speed,
+        "run_isolated",
+        lambda model, path, policy, arguments: {"images": 4000, "epoch_seconds": [5.0] + [seconds[policy]] * 3},
+    )
+    monkeypatch.setattr(train_speed, "parameter_counts", lambda spec: {"keras": 1})
+    spec = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"])
+    # conv3_pool trains at 3 x 5,872,384 FLOPs per image (tests/test_architecture.py's hand count): at
+    # 1e11 FLOP/s float32 and 4e11 bfloat16 the bounds are 5,676 and 22,705 images per second.
+    row = train_speed.benchmark_model(
+        spec, None, argparse.Namespace(paths=["pipeline"]), rates={"float32": 1e11, "mixed_bfloat16": 4e11}
+    )
+    assert row["precisions"]["float32"]["bound_images_per_second"] == 5676
+    assert row["precisions"]["mixed_bfloat16"]["bound_images_per_second"] == 22705
+    assert row["precisions"]["mixed_bfloat16"]["ratios"]["pipeline/bound"] == round(4000 / 22705, 3)
+    assert row["speedup_over_float32"] == {"pipeline mixed_bfloat16": 2.0}

@@ -1,5 +1,6 @@
 """Training that survives being killed: per-epoch checkpoints, resumed with the same result (docs/reliability.md)."""
 
+import json
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import allow_ctrl_c, run, set_params
+from tests.conftest import PROJECT_ROOT, allow_ctrl_c, run, run_python, set_params
 
 CHECKPOINTS = Path(".dvc/tmp/checkpoints")
 
@@ -76,14 +77,28 @@ def latest_checkpoint(directory: Path) -> int:
     return max(epochs, default=0)
 
 
+# A model whose training draws random numbers besides dropout (the augment layer's rotations, shifts and
+# zooms), trained in mixed bfloat16: its resume must restore those generators' states too.
+AUGMENTED_BFLOAT16 = {
+    "train.precision": "mixed_bfloat16",
+    "arch.layers": [{"type": "augment", "rotation": 10, "shift": 0.1, "zoom": 0.1}, {"type": "conv", "filters": 8},
+                    {"type": "pool"}, {"type": "dropout", "rate": 0.3}, {"type": "global_pool"}],
+}  # fmt: skip
+
+
 @pytest.mark.pipeline
-@pytest.mark.parametrize(("how", "model"), [("kill -9", "conv3_dropout"), ("ctrl-c", "arch"), ("kill", "arch")])
+@pytest.mark.parametrize(
+    ("how", "model", "overrides"),
+    [("kill -9", "conv3_dropout", {}), ("ctrl-c", "arch", {}), ("kill", "arch", {}),
+     ("kill", "arch", AUGMENTED_BFLOAT16)],
+    ids=["kill -9", "ctrl-c", "kill", "kill augment bfloat16"],
+)  # fmt: skip
 def test_a_killed_training_resumes_after_its_last_checkpoint_with_the_same_result(
-    reproduced_project, isolated_environment, how, model
+    reproduced_project, isolated_environment, how, model, overrides
 ):
     project, environment = reproduced_project, isolated_environment
     # About a second per epoch, so the signal lands between two checkpoints.
-    set_params(project / "params.yaml", {"train.epochs": 4, "data.limit": 1500})
+    set_params(project / "params.yaml", {"train.epochs": 4, "data.limit": 1500} | overrides)
     run(["dvc", "repro", "prepare"], project, environment)
     stage = f"train@{model}-1"
     checkpoints = project / CHECKPOINTS / stage
@@ -154,6 +169,47 @@ def test_a_checkpoint_from_other_inputs_is_discarded_and_training_starts_at_epoc
         "(command, code, params or data); training starts at epoch 1"
     ) in rerun
     assert "Epoch 1/2" in rerun and "resuming" not in rerun
+
+
+@pytest.mark.pipeline
+def test_a_checkpoint_resumes_in_a_moved_project_and_survives_edits_to_code_the_stage_does_not_run(
+    reproduced_project, isolated_environment, tmp_path
+):
+    project, environment = reproduced_project, isolated_environment
+    set_params(project / "params.yaml", {"train.epochs": 30})
+    done = int(leave_a_checkpoint(project, environment, "arch", 1).name.removeprefix("epoch-"))
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    project.rename(moved)  # a clone at another path, or a cluster node that mounts the project elsewhere
+    # stages/report.py is not among the training stage's code deps (dvc.yaml), so it does not count.
+    with open(moved / "stages/report.py", "a") as report:
+        report.write("\n# an edit the training stage does not run\n")
+    resumed = Background(stage_command("arch", 1), moved, environment)
+    with resumed:
+        resumed.wait_for(moved / CHECKPOINTS / "train@arch-1" / f"epoch-{done + 1:04d}")
+    output = "".join(resumed.lines)
+    assert f"train@arch-1: resuming after epoch {done} of 30" in output, output
+    assert "discarding" not in output
+
+    # An edit to code the stage runs discards it.
+    with open(moved / "stages/architecture.py", "a") as architecture:
+        architecture.write("\n# an edit the training stage runs\n")
+    rerun = Background(stage_command("arch", 1), moved, environment)
+    with rerun:
+        rerun.wait_for(moved / CHECKPOINTS / "train@arch-1" / "epoch-0001")
+    assert "train@arch-1: discarding the checkpoint" in "".join(rerun.lines)
+
+
+def test_the_fingerprint_hashes_exactly_the_training_stages_declared_code(isolated_environment):
+    script = (
+        "import json; from stages import checkpoint, train; "
+        "print(json.dumps([str(path.relative_to(train.PROJECT_ROOT)) "
+        "for path in checkpoint.loaded_modules(train.PROJECT_ROOT, 'stages')]))"
+    )
+    completed = run_python(["-c", script], isolated_environment)
+    assert completed.returncode == 0, completed.stderr
+    declared = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert json.loads(completed.stdout) == sorted(path for path in declared if path.endswith(".py"))
 
 
 @pytest.mark.pipeline

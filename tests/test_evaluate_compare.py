@@ -66,72 +66,7 @@ def test_one_pass_of_predictions_gives_what_keras_evaluate_gives():
     assert loss == pytest.approx(expected_loss, rel=1e-5) and accuracy == pytest.approx(expected_accuracy)
 
 
-# --- statistics ---------------------------------------------------------------------------------
-
-
-def test_identical_samples_differ_by_zero_with_p_one():
-    runs = [0.9851, 0.9862, 0.9857]
-    result = compare.welch(runs, list(runs))
-    assert result["difference"] == 0 and result["p_value"] == pytest.approx(1.0)
-    assert result["interval"][0] < 0 < result["interval"][1]
-    constant = compare.welch([0.99, 0.99], [0.99, 0.99])
-    assert constant == {"difference": 0.0, "interval": (0.0, 0.0), "p_value": 1.0}
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "statistic", "degrees", "p_value"),
-    [
-        # Wikipedia, "Welch's t-test", examples 1 and 2:
-        # t = -2.46, df = 24.99, p = 0.021; t = -1.57, df = 9.9, p = 0.149.
-        (
-            [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4],
-            [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4],
-            -2.46, 24.99, 0.021,
-        ),
-        (
-            [17.2, 20.9, 22.6, 18.1, 21.7, 21.4, 23.5, 24.2, 14.7, 21.8],
-            [21.5, 22.8, 21.0, 23.0, 21.6, 23.6, 22.5, 20.7, 23.4, 21.8, 20.7, 21.7, 21.5, 22.5, 23.6, 21.5, 22.5,
-             23.5, 21.5, 21.8],
-            -1.57, 9.9, 0.149,
-        ),
-    ],
-)  # fmt: skip
-def test_welch_gives_the_textbook_values_and_the_formula_agrees(first, second, statistic, degrees, p_value):
-    result = compare.welch(first, second)
-    assert result["p_value"] == pytest.approx(p_value, abs=0.0005)
-    # Welch's formula by hand: standard error, Welch-Satterthwaite degrees of freedom, two-sided t tail.
-    from scipy import stats
-
-    variances = [np.var(sample, ddof=1) / len(sample) for sample in (first, second)]
-    error = math.sqrt(sum(variances))
-    df = sum(variances) ** 2 / sum(variance**2 / (len(sample) - 1) for variance, sample in
-                                   zip(variances, (first, second), strict=True))  # fmt: skip
-    t = (np.mean(first) - np.mean(second)) / error
-    assert t == pytest.approx(statistic, abs=0.005) and df == pytest.approx(degrees, abs=0.05)
-    assert result["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
-    half_width = stats.t.ppf(0.975, df) * error
-    assert result["interval"] == pytest.approx((t * error - half_width, t * error + half_width), rel=1e-9)
-
-
-def test_holm_matches_the_textbook_example():
-    # Wikipedia, "Holm-Bonferroni method": p = 0.01, 0.04, 0.03, 0.005 at 0.05 rejects the first and the fourth.
-    adjusted = compare.holm([0.01, 0.04, 0.03, 0.005])
-    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert [p < 0.05 for p in adjusted] == [True, False, False, True]
-    assert compare.holm([0.5, 0.9]) == [1.0, 1.0]
-
-
-def test_mean_interval_is_students_t_interval():
-    values = [0.985, 0.987, 0.989]
-    # t(0.975, 2) = 4.303 from any t-table; s = 0.002.
-    low, high = compare.mean_interval(values)
-    assert (low, high) == pytest.approx((0.987 - 4.3027 * 0.002 / math.sqrt(3), 0.987 + 4.3027 * 0.002 / math.sqrt(3)))
-    assert compare.mean_interval([0.98]) is None
-
-
-def test_verdicts_name_the_better_model_or_say_it_cannot_tell():
-    assert compare.verdict("a", "b", -0.004, 0.012, 3) == "b > a (p = 0.012)"
-    assert compare.verdict("a", "b", 0.001, 0.4, 3) == "not distinguishable with 3 seeds (p = 0.4)"
+# --- the comparison (its statistics: tests/test_statistics.py) ----------------------------------
 
 
 SPEC = architecture.parse_architecture("conv3_pool", project_params()["conv3_pool"]).to_dict()
@@ -142,7 +77,7 @@ def run(test_accuracy: float, train_accuracy: float = 0.99) -> dict:
             "val_accuracy": 0.985, "test_accuracy": test_accuracy}  # fmt: skip
 
 
-def test_model_summary_has_spread_interval_and_the_study_inside_or_outside():
+def test_model_summary_has_spread_intervals_and_the_study_inside_or_outside_the_prediction_interval():
     study = {"test_accuracy": 0.9863, "parameters": 87914} | {column: 0.5 for column in compare.METRIC_COLUMNS[:-1]}
     summary = compare.model_summary(SPEC, [run(0.985), run(0.987), run(0.989)], 87914, study)
     assert summary["architecture"] == "3 conv, 3 maxpool" and summary["kernel"] == "3x3"
@@ -154,40 +89,54 @@ def test_model_summary_has_spread_interval_and_the_study_inside_or_outside():
         0.989,
     )
     assert accuracy["sd"] == pytest.approx(0.002)
-    assert summary["study_test_accuracy_in_range"] is True and summary["study_test_accuracy_in_interval"] is True
-    outside = compare.model_summary(SPEC, [run(0.990), run(0.991)], 87914, study)
-    assert outside["study_test_accuracy_in_range"] is False
+    # Prediction interval by hand: 0.987 +- t(0.975, 2) x 0.002 x sqrt(1 + 1/3) = 0.987 +- 4.303 x 0.0023094.
+    half = 4.303 * 0.002 * math.sqrt(4 / 3)
+    assert summary["test_accuracy_prediction_interval"] == pytest.approx([0.987 - half, 0.987 + half], abs=1e-5)
+    assert summary["study_test_accuracy_in_prediction_interval"] is True
+    # 0.990, 0.991, 0.992 predict one run at 0.991 +- 4.303 x 0.001 x 1.1547 = 0.9860 to 0.9960: 0.9863 is
+    # inside, though outside their range (the old yardstick) and their mean's interval (0.9885 to 0.9935).
+    tight = compare.model_summary(SPEC, [run(0.990), run(0.991), run(0.992)], 87914, study)
+    assert tight["study_test_accuracy_in_prediction_interval"] is True
+    far = compare.model_summary(SPEC, [run(0.995), run(0.996), run(0.997)], 87914, study)
+    assert far["study_test_accuracy_in_prediction_interval"] is False  # 0.9910 to 1.0010
 
 
-def test_a_single_seed_gives_no_spread_and_no_pairs():
+def test_a_single_seed_gives_no_spread_and_undecided_pairs():
     models = {name: compare.model_summary(SPEC, [run(0.98)], 1, None) for name in ("a", "b")}
     assert models["a"]["metrics"]["test_accuracy"]["sd"] is None and models["a"]["test_accuracy_interval"] is None
-    assert compare.pairwise(models) == []
-    assert compare.narrow_summary(models) == {"test_accuracy": {"a": 0.98, "b": 0.98}}
-    assert "| **a** | 3 conv, 3 maxpool | 3x3 | 1 | 0.0300 |" in compare.markdown_table(models, [])
+    pairs = compare.pairwise(models, 0.002)
+    assert [pair["verdict_words"] for pair in pairs] == ["undecided: needs two seeds or more on each side"]
+    counts = {"different": 0, "equivalent": 0, "undecided": 1}
+    assert compare.narrow_summary(models, pairs) == {"test_accuracy": {"a": 0.98, "b": 0.98}, "pairs": counts}
+    assert "| **a** | 3 conv, 3 maxpool | 3x3 | 1 | 0.0300 |" in compare.markdown_table(models, pairs, 0.002)
 
 
-def test_pairs_are_holm_corrected_and_tabled():
+def test_pairs_are_tabled_with_both_p_values_the_verdict_and_the_counts():
     models = {
         "low": compare.model_summary(SPEC, [run(0.980), run(0.981), run(0.982)], 1, None),
         "high": compare.model_summary(SPEC, [run(0.990), run(0.991), run(0.992)], 1, None),
-        "same": compare.model_summary(SPEC, [run(0.980), run(0.981), run(0.982)], 1, None),
+        "same": compare.model_summary(SPEC, [run(0.9801), run(0.9811), run(0.9819)], 1, None),
     }
-    pairs = compare.pairwise(models)
+    pairs = compare.pairwise(models, 0.004)
     assert [(pair["first"], pair["second"]) for pair in pairs] == [("low", "high"), ("low", "same"), ("high", "same")]
-    raw = [pair["p_value"] for pair in pairs]
-    # Holm by hand for three p-values: the smallest times 3, the middle times 2 (never below the first), the
-    # largest times 1 (never below the second), each capped at 1. Here low-vs-same is identical data (p = 1).
-    smallest, middle = sorted(raw)[:2]
-    assert raw[1] == pytest.approx(1.0)
-    expected = {0: min(1.0, 3 * raw[0]), 2: max(min(1.0, 3 * smallest), min(1.0, 2 * middle)), 1: 1.0}
-    assert smallest == raw[0] and middle == raw[2]  # the order the lines above assume
-    assert [pair["p_holm"] for pair in pairs] == pytest.approx([expected[0], expected[1], expected[2]])
-    assert pairs[0]["verdict"].startswith("high > low (p = ") and pairs[1]["verdict"].startswith("not distinguishable")
-    table = compare.markdown_table(models, pairs)
+    assert [pair["verdict_words"] for pair in pairs] == ["high > low", "equivalent within ±0.0040", "high > same"]
+    table = compare.markdown_table(models, pairs, 0.004)
     assert "| **low** | 3 conv, 3 maxpool | 3x3 | 3 | 0.0300 ± 0.0000 |" in table
-    assert "| low | high | -0.0100 |" in table
-    assert compare.narrow_summary(models)["test_accuracy_sd"] == {"low": 0.001, "high": 0.001, "same": 0.001}
+    assert "Verdicts: 2 different, 1 equivalent, 0 undecided." in table
+    low_high = pairs[0]
+    assert (
+        f"| low | high | -0.0100 | {low_high['interval'][0]:+.4f} to {low_high['interval'][1]:+.4f} | "
+        f"{low_high['p_holm']:.3g} | {low_high['p_equivalence_holm']:.3g} | high > low |"
+    ) in table
+    summary = compare.narrow_summary(models, pairs)
+    assert summary["test_accuracy_sd"]["low"] == 0.001
+    assert summary["pairs"] == {"different": 2, "equivalent": 1, "undecided": 0}
+
+
+@pytest.mark.parametrize("margin", [0, -0.002, 1, "0.002"])
+def test_an_equivalence_margin_outside_zero_to_one_is_refused(margin):
+    with pytest.raises(ParamsError, match=r"'compare.equivalence_margin' must be"):
+        compare.equivalence_margin(margin)
 
 
 def test_kernel_label_names_overrides():

@@ -4,7 +4,14 @@ from stages import params, train
 from stages.errors import ParamsError
 from tests.conftest import project_params
 
-TRAIN_SECTION = {"epochs": 1, "batch_size": 2, "optimizer": "adam", "learning_rate": 0.1, "max_gflop_per_epoch": 10}
+TRAIN_SECTION = {
+    "epochs": 1,
+    "batch_size": 2,
+    "optimizer": "adam",
+    "learning_rate": 0.1,
+    "max_gflop_per_epoch": 10,
+    "precision": "float32",
+}
 
 
 def test_invalid_yaml_points_at_the_line(tmp_path):
@@ -27,7 +34,7 @@ def test_a_missing_key_inside_a_section_is_named_with_the_keys_expected():
     with pytest.raises(
         ParamsError,
         match=r"^params.yaml: missing key 'train.learning_rate'; expected keys: batch_size, epochs, learning_rate, "
-        r"max_gflop_per_epoch, optimizer, seeds$",
+        r"max_gflop_per_epoch, optimizer, precision, seeds$",
     ):
         train.TrainParams.from_section(section)
 
@@ -41,6 +48,13 @@ def test_a_missing_key_inside_a_section_is_named_with_the_keys_expected():
         ("learning_rate", 0, r"'train.learning_rate' must be in \(0, inf\), got 0"),
         ("optimizer", "adamw", r"'train.optimizer' must be one of adam, sgd, rmsprop, got 'adamw' \(did you mean"),
         ("max_gflop_per_epoch", True, r"'train.max_gflop_per_epoch' must be int or float, got True"),
+        (
+            "precision",
+            "bfloat16",
+            r"'train.precision' must be one of float32, mixed_bfloat16, got 'bfloat16' \(did you "
+            r"mean 'mixed_bfloat16'",
+        ),
+        ("precision", "float16", r"'train.precision' must be one of float32, mixed_bfloat16, got 'float16'"),
     ],
 )
 def test_wrong_train_values_name_key_value_and_expectation(key, value, message):

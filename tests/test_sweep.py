@@ -32,7 +32,7 @@ def shown(baseline: dict, *experiments: tuple[str, dict]) -> list[dict]:
     ]
 
 
-def test_each_value_is_tested_against_the_baseline_with_welch_and_holm():
+def test_each_value_is_tested_against_the_baseline_with_the_comparisons_three_verdicts():
     baseline = [0.990, 0.992, 0.991]
     same = list(baseline)
     lower = [0.980, 0.983, 0.981]
@@ -43,8 +43,8 @@ def test_each_value_is_tested_against_the_baseline_with_welch_and_holm():
     )
     assert value == 3 and sorted(points) == [2, 3, 5]  # the workspace's kernel 7 is not a recorded point
     assert points[5] == {"accuracies": {1: 0.990, 2: 0.992, 3: 0.991}, "parameters": 2000, "name": "kernel-5"}
-    rows = {row["value"]: row for row in sweep.against_baseline(value, points)}
-    assert "test" not in rows[3]
+    rows = {row["value"]: row for row in sweep.against_baseline(value, points, 0.004)}
+    assert rows[3]["test"] is None
     assert rows[5]["test"]["difference"] == 0 and rows[5]["test"]["p_value"] == pytest.approx(1.0)
     # Welch by hand: means 0.981333 and 0.991, variances 2.3333e-6 and 1.0e-6, so the standard error is
     # sqrt(2.3333e-6 / 3 + 1.0e-6 / 3) = 1.05409e-3, t = -9.17060, and Welch-Satterthwaite's degrees of
@@ -52,17 +52,30 @@ def test_each_value_is_tested_against_the_baseline_with_welch_and_holm():
     # two tails there.
     expected = 2 * stats.t.sf(9.17060, 3.44828)
     assert rows[2]["test"]["p_value"] == pytest.approx(expected, rel=1e-4)
-    assert rows[2]["p_holm"] == pytest.approx(min(1.0, 2 * expected), rel=1e-4)  # the smaller of two p-values, times 2
-    table = sweep.markdown("arch.kernel", "arch", value, list(rows.values()))
+    # The smaller of two p-values, times 2 (Holm across the sweep's values).
+    assert rows[2]["test"]["p_holm"] == pytest.approx(min(1.0, 2 * expected), rel=1e-4)
+    # Identical samples, margin 0.004: TOST by hand, t = 0.004 / sqrt(2 x 1e-6 / 3) = 4.899 on 4 degrees of freedom.
+    tost = stats.t.sf(0.004 / (2e-6 / 3) ** 0.5, 4)
+    assert rows[5]["test"]["p_equivalence"] == pytest.approx(tost, rel=1e-6)
+    table = sweep.markdown("arch.kernel", "arch", value, list(rows.values()), 0.004)
     assert "| 3 | baseline 0123456 | 1,000 | 3 | 0.9910 ± 0.0010 |" in table
-    assert f"arch.kernel=3 > arch.kernel=2 (p = {min(1.0, 2 * expected):.3g})" in table
-    assert "not distinguishable with 3 seeds (p = 1)" in table
+    assert f"| {min(1.0, 2 * expected):.3g} | " in table and "| 3 > 2 |" in table  # values named as in column 1
+    assert "equivalent within ±0.0040" in table
+    assert "Against the baseline, equivalence margin ±0.0040: 1 different, 1 equivalent, 0 undecided." in table
 
 
 def test_one_seed_is_reported_without_a_test():
     value, points = sweep.collect(shown(run_data(3, [0.99]), ("k5", run_data(5, [0.98]))), "arch.kernel", "arch")
-    table = sweep.markdown("arch.kernel", "arch", value, sweep.against_baseline(value, points))
-    assert "| 5 | k5 | 1,000 | 1 | 0.9800 |" in table and "needs two seeds or more on both sides" in table
+    table = sweep.markdown("arch.kernel", "arch", value, sweep.against_baseline(value, points, 0.002), 0.002)
+    assert "| 5 | k5 | 1,000 | 1 | 0.9800 |" in table and "undecided: needs two seeds or more on each side" in table
+
+
+def test_a_list_valued_parameter_is_one_point_per_list():
+    layers = [{"type": "conv", "filters": 8}, {"type": "flatten"}]
+    data = run_data(3, [0.99, 0.98])
+    data["params"]["params.yaml"]["data"]["arch"]["layers"] = layers
+    value, points = sweep.collect(shown(data), "arch.layers", "arch")
+    assert value == '[{"type": "conv", "filters": 8}, {"type": "flatten"}]' and list(points) == [value]
 
 
 def test_two_experiments_with_one_value_and_a_missing_baseline_are_refused():

@@ -38,7 +38,7 @@ def test_the_configured_optimizer_is_the_one_trained_with(name, keras_class, iso
     result = run_child(
         f"""
         settings = train.TrainParams(epochs=1, batch_size=20, optimizer="{name}", learning_rate=0.005,
-                                     max_gflop_per_epoch=10)
+                                     max_gflop_per_epoch=10, precision="float32")
         with tempfile.TemporaryDirectory() as live:
             model, history = train.train(spec, settings, 1, {{"x": images[:30], "y": labels[:30]}},
                                          {{"x": images[30:], "y": labels[30:]}}, Path(live))
@@ -58,7 +58,7 @@ def test_training_restores_the_signal_handlers_it_replaced(isolated_environment)
         signal.signal(signal.SIGINT, mine)
         before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
         settings = train.TrainParams(epochs=1, batch_size=20, optimizer="adam", learning_rate=0.001,
-                                     max_gflop_per_epoch=10)
+                                     max_gflop_per_epoch=10, precision="float32")
         with tempfile.TemporaryDirectory() as live:
             train.train(spec, settings, 1, {"x": images[:30], "y": labels[:30]},
                         {"x": images[30:], "y": labels[30:]}, Path(live))

@@ -7,7 +7,10 @@
 separate experiments. This reads them all from `dvc exp show --json` (the baseline commit, whose
 value is the reference, and every experiment on it), takes the model's per-seed test accuracies
 from `metrics/evaluate/<model>/seed-<seed>.json`, and tests each value against the baseline's
-with compare's statistics: Welch's t-test, Holm's correction across the values, a verdict in words.
+with the comparison's statistics (stages/statistics.py): Welch's t-test and the equivalence test,
+Holm-corrected across the values, and the same three verdicts: different, equivalent within the
+margin (compare.equivalence_margin), or undecided with the seeds that would likely decide it.
+A value that is a list or a mapping (a whole `arch.layers`, say) is shown as its JSON.
 """
 
 import argparse
@@ -16,7 +19,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from stages import artifacts, cli, compare, params
+from stages import artifacts, cli, compare, params, statistics
 from stages.errors import DataError, ParamsError, SourceError
 
 
@@ -37,6 +40,8 @@ def point(data: dict, param: str, model: str) -> tuple[object, dict] | None:
             parameters = metrics["data"].get("parameters", parameters)
     if value is None or not accuracies:
         return None
+    if isinstance(value, (list, dict)):
+        value = json.dumps(value, separators=(", ", ": "))  # hashable, and as the user wrote it
     return value, {"accuracies": dict(sorted(accuracies.items())), "parameters": parameters}
 
 
@@ -72,58 +77,57 @@ def collect(shown: list[dict], param: str, model: str) -> tuple[object, dict[obj
     return baseline_value, points
 
 
-def against_baseline(baseline_value, points: dict[object, dict]) -> list[dict]:
-    """Every value's test accuracy summarized and, where both have two seeds or more, tested against the baseline."""
-    reference = list(points[baseline_value]["accuracies"].values())
-    rows = []
-    for value in sorted(points, key=lambda key: (str(type(key)), key)):
-        accuracies = list(points[value]["accuracies"].values())
-        row = {
+def against_baseline(baseline_value, points: dict[object, dict], margin: float) -> list[dict]:
+    """Every value's test accuracy summarized, and each other value tested against the baseline's."""
+    samples = {value: list(point["accuracies"].values()) for value, point in points.items()}
+    ordered = sorted(points, key=lambda key: (str(type(key)), key))
+    pairs = [(value, baseline_value) for value in ordered if value != baseline_value]
+    tested = statistics.compare_pairs(samples, pairs, margin)
+    results = {result["first"]: result for result in tested}
+    return [
+        {
             "value": value,
             "experiment": points[value]["name"],
             "parameters": points[value]["parameters"],
-            "seeds": len(accuracies),
-            "test_accuracy": compare.summarize(accuracies),
-            "interval": compare.mean_interval(accuracies),
+            "seeds": len(samples[value]),
+            "test_accuracy": statistics.summarize(samples[value]),
+            "interval": statistics.mean_interval(samples[value]),
+            "test": results.get(value),
         }
-        if value != baseline_value and min(len(accuracies), len(reference)) >= 2:
-            row["test"] = compare.welch(accuracies, reference)
-            row["compared_seeds"] = min(len(accuracies), len(reference))
-        rows.append(row)
-    tested = [row for row in rows if "test" in row]
-    for row, adjusted in zip(tested, compare.holm([row["test"]["p_value"] for row in tested]), strict=True):
-        row["p_holm"] = adjusted
-    return rows
+        for value in ordered
+    ]
 
 
-def markdown(param: str, model: str, baseline_value, rows: list[dict]) -> str:
-    """The sweep as a table: one row per value, the baseline's marked."""
+def markdown(param: str, model: str, baseline_value, rows: list[dict], margin: float) -> str:
+    """The sweep as a table: one row per value, the baseline's marked, the verdict counts under it."""
     lines = [
         f"| {param} | experiment | parameters | seeds | test accuracy, mean ± sd | 95% CI of the mean "
-        f"| difference from {baseline_value} [95% CI] | p (Welch, Holm) | verdict |",
-        "|---|---|---:|---:|---|---|---|---:|---|",
+        f"| difference from {baseline_value} [95% CI] | p (Welch, Holm) | p (equivalence, Holm) | verdict |",
+        "|---|---|---:|---:|---|---|---|---:|---:|---|",
     ]
     for row in rows:
-        cell = compare.mean_sd_cell(row["test_accuracy"])
-        interval = "" if row["seeds"] < 2 else "{:.4f} to {:.4f}".format(*row["interval"])
+        cell = statistics.mean_sd_cell(row["test_accuracy"])
+        interval = "" if row["interval"] is None else "{:.4f} to {:.4f}".format(*row["interval"])
         parameters = "" if row["parameters"] is None else f"{row['parameters']:,}"
-        if row["value"] == baseline_value:
-            difference, p_value, words = "baseline", "", ""
-        elif "test" in row:
-            test = row["test"]
-            low, high = test["interval"]
-            difference = f"{test['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
-            p_value = f"{row['p_holm']:.3g}"
-            words = compare.verdict(
-                f"{param}={row['value']}", f"{param}={baseline_value}", test["difference"], row["p_holm"],
-                row["compared_seeds"],
-            )  # fmt: skip
+        test = row["test"]
+        if test is None:
+            difference, p_value, p_equivalence, words = "baseline", "", "", ""
         else:
-            difference, p_value, words = "", "", "needs two seeds or more on both sides"
+            difference = f"{test['difference']:+.4f}" + (
+                "" if test["interval"] is None else " [{:+.4f}, {:+.4f}]".format(*test["interval"])
+            )
+            p_value = "" if test["p_holm"] is None else f"{test['p_holm']:.3g}"
+            p_equivalence = "" if test["p_equivalence_holm"] is None else f"{test['p_equivalence_holm']:.3g}"
+            words = statistics.verdict_words(test, margin)
         lines.append(
             f"| {row['value']} | {row['experiment']} | {parameters} | {row['seeds']} | {cell} | {interval} "
-            f"| {difference} | {p_value} | {words} |"
+            f"| {difference} | {p_value} | {p_equivalence} | {words} |"
         )
+    counts = statistics.count_verdicts([row["test"] for row in rows if row["test"] is not None])
+    lines.append(
+        f"\nAgainst the baseline, equivalence margin ±{margin:.4f}: {counts['different']} different, "
+        f"{counts['equivalent']} equivalent, {counts['undecided']} undecided."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -146,9 +150,16 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the model whose test accuracy is compared, e.g. arch")
     parser.add_argument("--rev", action="append", default=[], help="baseline commit(s) of the sweep (default HEAD)")
     parser.add_argument("--output", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument("--margin", type=float,
+                        help="equivalence margin (default: compare.equivalence_margin in params.yaml)")  # fmt: skip
     arguments = parser.parse_args()
+    margin = compare.equivalence_margin(
+        params.select(params.load_params(), "compare.equivalence_margin") if arguments.margin is None
+        else arguments.margin
+    )  # fmt: skip
     baseline_value, points = collect(experiments(arguments.rev), arguments.param, arguments.model)
-    table = markdown(arguments.param, arguments.model, baseline_value, against_baseline(baseline_value, points))
+    rows = against_baseline(baseline_value, points, margin)
+    table = markdown(arguments.param, arguments.model, baseline_value, rows, margin)
     if arguments.output:
         artifacts.write_text_atomic(arguments.output, table)
     print(table, end="")
