@@ -8,6 +8,7 @@ dashboard). Ray has no authentication: a cluster belongs on a private network (d
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -38,8 +39,10 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.cpus_per_task <= 0:
         raise ParamsError(f"--cpus-per-task: got {arguments.cpus_per_task}; expected a positive number")
-    if arguments.gpus_per_task < 0:
-        raise ParamsError(f"--gpus-per-task: got {arguments.gpus_per_task:g}; expected 0 or more")
+    gpus = arguments.gpus_per_task
+    # Ray takes a fraction of one GPU (tasks share it) or a whole number of them.
+    if not math.isfinite(gpus) or gpus < 0 or (gpus > 1 and not gpus.is_integer()):
+        raise ParamsError(f"--gpus-per-task: got {gpus:g}; expected 0, a fraction up to 1, or a whole number")
     if arguments.threads < 1:
         raise ParamsError(f"--threads: got {arguments.threads}; expected a positive integer")
     project = Path.cwd()

@@ -86,14 +86,14 @@ def run_locally(project: Path, stage: str, push: bool) -> float:
 
 
 def require_gpus(ray, gpus_per_task: float) -> None:
-    """Refuses GPUs per task that the cluster does not have: Ray would otherwise wait forever for them."""
+    """Refuses GPUs per task that no node has: a task runs on one node, and Ray would wait forever for it."""
     if gpus_per_task <= 0:
         return
-    available = float(ray.cluster_resources().get("GPU", 0))
-    if available < gpus_per_task:
+    most = max((float(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node.get("Alive")), default=0.0)
+    if most < gpus_per_task:
         raise ParamsError(
-            f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has {available:g} GPUs; expected at most "
-            f"{available:g} per task (leave the option out to train on CPUs)"
+            f"--gpus-per-task {gpus_per_task:g}: the Ray cluster's nodes have at most {most:g} GPUs each; "
+            f"expected at most {most:g} per task (leave the option out to train on CPUs)"
         )
 
 

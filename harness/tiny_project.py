@@ -58,12 +58,12 @@ def make_tiny_project(project: Path, environment: dict) -> Path:
     set_params(project / "params.yaml", TINY_PARAMS)
     run(["git", "init", "-q"], project, environment)
     run(["dvc", "init", "-q"], project, environment)
-    # The report's plot templates, and the page template that renders plots offline, set as in .dvc/config.
+    # The report's plot templates, and the page template that renders plots offline, set as setup.sh sets it.
     shutil.copytree(PROJECT_ROOT / ".dvc/plots", project / ".dvc/plots")
     page = run_python(["-m", "tools.offline_plots", "--node-modules", str(PROJECT_ROOT / "node_modules"),
                        "--output", str(project / ".dvc/offline-plots.html")], environment)  # fmt: skip
     assert page.returncode == 0, page.stderr
-    run(["dvc", "config", "plots.html_template", "offline-plots.html"], project, environment)
+    run(["dvc", "config", "--local", "plots.html_template", "offline-plots.html"], project, environment)
     run(["git", "add", "-A"], project, environment)
     run(["git", "commit", "-qm", "tiny project"], project, environment)
     return project

@@ -20,12 +20,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 # Vega, Vega-Lite and Vega-Embed at the versions package-lock.json pins, inlined into the page
-# template `dvc plots show` uses (.dvc/config plots.html_template), so plots render offline.
+# template `dvc plots show` uses, so plots render offline. The template is named in .dvc/config.local
+# (not committed) only once it exists: a clone without this setup gets DVC's own page, which loads
+# the libraries from the network, instead of an error about a missing template.
 if command -v npm >/dev/null 2>&1; then
   [ "$(cat node_modules/.package-lock.sha256 2>/dev/null)" = "$(sha256sum package-lock.json | cut -d' ' -f1)" ] || {
     npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
     sha256sum package-lock.json | cut -d' ' -f1 > node_modules/.package-lock.sha256
   }
   .venv/bin/python -m tools.offline_plots
+  .venv/bin/dvc config --local plots.html_template offline-plots.html
 fi
 echo "setup: .venv ready ($(.venv/bin/python --version), dvc $(.venv/bin/dvc --version))"

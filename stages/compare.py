@@ -49,6 +49,14 @@ def describe(spec: dict) -> str:
         words.append("dropout " + "/".join(f"{rate:g}" for rate in rates))
     if "batchnorm" in types:
         words.append(f"{types.count('batchnorm')} batchnorm")
+    if "global_pool" in types:
+        words.append("global average pool")
+    for layer in spec["layers"]:
+        if layer["type"] == "augment":
+            moves = [f"rotation {layer['rotation']:g}°" if layer["rotation"] else "",
+                     f"shift {layer['shift']:g}" if layer["shift"] else "",
+                     f"zoom {layer['zoom']:g}" if layer["zoom"] else ""]  # fmt: skip
+            words.insert(0, f"augment ({', '.join(move for move in moves if move)})")
     return ", ".join(words)
 
 

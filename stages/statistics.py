@@ -44,12 +44,11 @@ def mean_sd_cell(summary: dict, digits: int = 4) -> str:
 
 
 def mean_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """The `confidence` interval of the mean (Student's t); None for fewer than two values."""
-    if len(values) < 2:
+    """The `confidence` interval of the mean (Student's t); None for fewer than two values or no spread (an
+    interval of zero width would claim certainty from no evidence)."""
+    if len(values) < 2 or not spread(values):
         return None
     mean, error = float(np.mean(values)), float(stats.sem(values))
-    if error == 0:
-        return (mean, mean)
     low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=error)
     return (float(low), float(high))
 
@@ -121,41 +120,80 @@ def holm(p_values: list[float | None]) -> list[float | None]:
     return adjusted
 
 
+def _seeds_for(power_at, most: int = MOST_SEEDS) -> int:
+    """The fewest seeds per model (2 or more) at which `power_at(seeds)` reaches POWER; MOST_SEEDS + 1 beyond.
+
+    A search over whole numbers instead of a solver: power only grows with seeds, and a solver fails
+    (NaN) exactly where 2 seeds already suffice. statsmodels' noncentral t returns NaN where the
+    power is 1 to machine precision (a huge noncentrality), so NaN counts as reached.
+    """
+
+    def reached(seeds: int) -> bool:
+        return not power_at(seeds) < POWER  # NaN: reached
+
+    if not reached(most):
+        return most + 1
+    low, high = 2, most
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if reached(middle) else (middle + 1, high)
+    return low
+
+
 def seeds_to_detect(effect: float, sd: float, alpha: float, alternative: str) -> int | None:
     """Seeds per model for 80% power to detect `effect` against a spread `sd` (a two-sample t-test).
 
-    None where no number of seeds would (no effect); MOST_SEEDS + 1 where more than MOST_SEEDS would.
+    None where no number of seeds would (no effect, or no spread to scale it by); MOST_SEEDS + 1
+    where more than MOST_SEEDS would.
     """
     if effect <= 0 or sd <= 0:
         return None
     from statsmodels.stats.power import TTestIndPower
 
     standardized = effect / sd
-    # Below this standardized effect even MOST_SEEDS seeds fall short: no need to ask the solver.
-    if TTestIndPower().power(standardized, MOST_SEEDS, alpha, alternative=alternative) < POWER:
-        return MOST_SEEDS + 1
-    needed = TTestIndPower().solve_power(standardized, alpha=alpha, power=POWER, alternative=alternative)
-    return max(2, math.ceil(float(needed)))
+    return _seeds_for(lambda seeds: TTestIndPower().power(standardized, seeds, alpha, alternative=alternative))
+
+
+def seeds_to_show_equivalence(difference: float, sd: float, margin: float, alpha: float) -> int | None:
+    """Seeds per model for 80% power of two one-sided tests within +-margin, at a true difference `difference`.
+
+    TOST decides only when both one-sided tests reject; the power of both is at least the sum of
+    the two powers minus 1 (Bonferroni's inequality), the usual bound for planning TOST. None where
+    the difference is not inside the margin.
+    """
+    difference = abs(difference)
+    if difference >= margin or sd <= 0:
+        return None
+    from statsmodels.stats.power import TTestIndPower
+
+    def both(seeds: int) -> float:
+        power = TTestIndPower().power
+        return (
+            power((margin - difference) / sd, seeds, alpha, alternative="larger")
+            + power((margin + difference) / sd, seeds, alpha, alternative="larger")
+            - 1
+        )
+
+    return _seeds_for(both)
 
 
 def seeds_to_decide(first: list[float], second: list[float], margin: float, pair_count: int) -> dict | None:
     """For an undecided pair: the seeds per model that would most likely decide it, and which way.
 
     At the observed difference and pooled spread, 80% power at the Bonferroni level 0.05 / pairs
-    (Holm's first step, so enough for Holm): to show a difference, a two-sided test of the difference;
-    to show equivalence, the one-sided test against the nearer margin, the one TOST needs most.
-    The smaller count wins. None without a measured spread.
+    (Holm's first step, so enough for Holm): to show a difference, a two-sided Welch test; to show
+    equivalence, both one-sided tests of TOST. The smaller count wins. None without a measured spread.
     """
     if not has_spread(first, second):
         return None
-    difference = abs(float(np.mean(first) - np.mean(second)))
+    difference = float(np.mean(first) - np.mean(second))
     pooled = math.sqrt((float(np.var(first, ddof=1)) + float(np.var(second, ddof=1))) / 2)
     alpha = SIGNIFICANCE / max(pair_count, 1)
     candidates = [
         (seeds, verdict)
         for seeds, verdict in (
-            (seeds_to_detect(difference, pooled, alpha, "two-sided"), "different"),
-            (seeds_to_detect(margin - difference, pooled, alpha, "larger"), "equivalent"),
+            (seeds_to_detect(abs(difference), pooled, alpha, "two-sided"), "different"),
+            (seeds_to_show_equivalence(difference, pooled, margin, alpha), "equivalent"),
         )
         if seeds is not None
     ]

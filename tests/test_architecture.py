@@ -27,8 +27,15 @@ STUDY_MODELS = {
         [(26, 26, 32), (24, 24, 64), (22, 22, 96), (11, 11, 96), (11616,), (11616,), (128,), (128,), (10,)],
     ),
 }  # fmt: skip
-# The model under study, by hand: 3x3 'same' convs keep 28, 14, 7; pools halve; 96*3*3 = 864 flat.
-ARCH_PARAMETERS = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 96 + 96) + (864 * 128 + 128) + (128 * 10 + 10)
+# The model under study, by hand: 3x3 'same' convs keep 28 and 14; two pools halve to 7; 7*7*64 = 3,136 flat.
+ARCH_PARAMETERS = (
+    (9 * 1 * 32 + 32)
+    + (9 * 32 * 32 + 32)
+    + (9 * 32 * 64 + 64)
+    + (9 * 64 * 64 + 64)
+    + (3136 * 128 + 128)
+    + (128 * 10 + 10)
+)
 
 
 def load_spec(name: str) -> architecture.ArchitectureSpec:
@@ -74,9 +81,10 @@ def test_kernel_larger_than_its_feature_map_names_model_layer_and_sizes():
         architecture.output_shapes(spec)
 
 
-@pytest.mark.parametrize(("kernel", "layer", "size"), [(100, 0, 28), (55, 2, 14), (14, 4, 7)])
+@pytest.mark.parametrize(("kernel", "layer", "size"), [(100, 0, 28), (56, 0, 28), (55, 3, 14), (28, 3, 14)])
 def test_same_padding_refuses_a_window_whose_outer_weights_never_see_the_image(kernel, layer, size):
-    # 'same' keeps the map (28, 14, 7 at arch's three convs); a window up to 2n-1 still reaches real input.
+    # 'same' keeps the map (28 at arch's first two convs, 14 at the next two); a window up to 2n-1 still reaches
+    # real input: 55 on 28 and 27 on 14.
     spec = architecture.parse_architecture("arch", project_params()["arch"] | {"kernel": kernel})
     largest = 2 * size - 1
     with pytest.raises(

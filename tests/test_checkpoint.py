@@ -191,13 +191,14 @@ def test_a_checkpoint_resumes_in_a_moved_project_and_survives_edits_to_code_the_
     assert f"train@arch-1: resuming after epoch {done} of 30" in output, output
     assert "discarding" not in output
 
-    # An edit to code the stage runs discards it.
-    with open(moved / "stages/architecture.py", "a") as architecture:
-        architecture.write("\n# an edit the training stage runs\n")
-    rerun = Background(stage_command("arch", 1), moved, environment)
-    with rerun:
-        rerun.wait_for(moved / CHECKPOINTS / "train@arch-1" / "epoch-0001")
-    assert "train@arch-1: discarding the checkpoint" in "".join(rerun.lines)
+    # An edit to code the stage runs discards it: a module it imports, and its own file (run as __main__).
+    for module in ("stages/architecture.py", "stages/train.py"):
+        with open(moved / module, "a") as code:
+            code.write("\n# an edit the training stage runs\n")
+        rerun = Background(stage_command("arch", 1), moved, environment)
+        with rerun:
+            rerun.wait_for(moved / CHECKPOINTS / "train@arch-1" / "epoch-0002")
+        assert "train@arch-1: discarding the checkpoint" in "".join(rerun.lines), module
 
 
 def test_the_fingerprint_hashes_exactly_the_training_stages_declared_code(isolated_environment):

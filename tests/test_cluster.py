@@ -315,14 +315,17 @@ def test_a_grid_refuses_a_workspace_with_uncommitted_changes(tiny_project, isola
 
 
 def test_gpus_per_task_are_checked_against_the_cluster_before_anything_runs(tiny_project, isolated_environment):
-    negative = cluster_command(tiny_project, isolated_environment, "--gpus-per-task", "-1")
-    assert negative.returncode == 1
-    assert negative.stderr.strip() == "cluster: error: --gpus-per-task: got -1; expected 0 or more"
+    for wrong in ("-1", "1.5", "nan"):
+        refused = cluster_command(tiny_project, isolated_environment, "--gpus-per-task", wrong)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            f"cluster: error: --gpus-per-task: got {float(wrong):g}; expected 0, a fraction up to 1, or a whole number"
+        )
     # A Ray started here, on a machine without GPUs: asking for one would make Ray wait forever.
     missing = cluster_command(tiny_project, isolated_environment, "--gpus-per-task", "1", timeout=120)
     assert missing.returncode == 1, missing.stdout + missing.stderr
     assert missing.stderr.strip().splitlines()[-1] == (
-        "cluster: error: --gpus-per-task 1: the Ray cluster has 0 GPUs; expected at most 0 per task "
-        "(leave the option out to train on CPUs)"
+        "cluster: error: --gpus-per-task 1: the Ray cluster's nodes have at most 0 GPUs each; expected at most 0 "
+        "per task (leave the option out to train on CPUs)"
     )
     assert not (tiny_project / "data").exists()  # nothing ran

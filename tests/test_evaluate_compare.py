@@ -142,3 +142,13 @@ def test_an_equivalence_margin_outside_zero_to_one_is_refused(margin):
 def test_kernel_label_names_overrides():
     spec = architecture.parse_architecture("conv7_pool", project_params()["conv7_pool"]).to_dict()
     assert compare.kernel_label(spec) == "2x2, 5x5 in 2 of 7 convs"
+
+
+def test_the_new_layer_types_are_described_in_words():
+    spec = architecture.parse_architecture("arch", {"kernel": 3, "layers": [
+        {"type": "augment", "rotation": 8, "shift": 0.1}, {"type": "conv", "filters": 8}, {"type": "pool"},
+        {"type": "dropout", "rate": 0.4}, {"type": "global_pool"}]}).to_dict()  # fmt: skip
+    assert (
+        compare.describe(spec)
+        == "augment (rotation 8°, shift 0.1), 1 conv, 1 maxpool, dropout 0.4, global average pool"
+    )

@@ -40,7 +40,7 @@ def test_repro_then_experiment_reruns_only_what_changed(reproduced_template, rep
     # The fixture ran the first `dvc repro` of a fresh project and committed everything it made.
     first = (reproduced_template.parent / "first-repro.log").read_text()
     assert stages_run(first) == {"download", "prepare", "compare", "report"} | pairs([1])
-    assert "train@arch-1: 186,218 parameters, " in first and " GFLOP per epoch (limit 100,000)" in first
+    assert "train@arch-1: 467,818 parameters, " in first and " GFLOP per epoch (limit 100,000)" in first
 
     comparison = json.loads((tiny_project / "metrics/comparison.json").read_text())
     assert sorted(comparison["models"]) == sorted(MODELS) and comparison["seeds"] == [1]
@@ -116,9 +116,8 @@ def test_more_seeds_train_only_the_new_pairs_and_one_seed_restores(reproduced_pr
     more = run(["dvc", "exp", "run", "-S", "train.seeds=[1,2]"], project, environment)
     assert stages_run(more.stdout) == {"prepare", "compare", "report"} | pairs([2], models=two_models)
     summary = json.loads((project / "metrics/test_accuracy.json").read_text())
-    assert sorted(summary) == ["test_accuracy", "test_accuracy_sd"] and sorted(summary["test_accuracy_sd"]) == sorted(
-        two_models
-    )
+    assert sorted(summary) == ["pairs", "test_accuracy", "test_accuracy_sd"]
+    assert sorted(summary["test_accuracy_sd"]) == sorted(two_models) and sum(summary["pairs"].values()) == 1
     assert "| first | second | difference |" in (project / "metrics/comparison.md").read_text()
 
     # A change to one model's spec retrains that model's seeds only.
@@ -163,7 +162,7 @@ def test_impossible_kernel_stops_before_training_and_names_the_layer(tiny_projec
 
 @pytest.mark.pipeline
 def test_a_spec_that_would_train_for_hours_is_refused_before_training(tiny_project, isolated_environment):
-    # A typo of 9600 filters for 96: 44 times the cost of the tiny run, over a limit of 100 GFLOP.
+    # A typo of 9600 filters for 64 (1,802 GFLOP per epoch on the tiny run), over a limit of 100 GFLOP.
     set_params(tiny_project / "params.yaml", {"arch.layers[4].filters": 9600, "train.max_gflop_per_epoch": 100})
     failed = run(["dvc", "repro", "train@arch-1"], tiny_project, isolated_environment, check=False)
     assert failed.returncode != 0
@@ -289,3 +288,25 @@ def test_each_stage_depends_on_exactly_the_stage_modules_it_imports():
         module = re.search(r"python -m stages\.(\w+)", stage["cmd"]).group(1)
         declared = {dep for dep in stage["deps"] if dep.startswith("stages/") and dep.endswith(".py")}
         assert declared == stage_modules_imported(module), name
+
+
+@pytest.mark.pipeline
+def test_the_pull_request_summary_diffs_metrics_and_params_from_git_alone(reproduced_project, isolated_environment,
+                                                                           tmp_path):  # fmt: skip
+    project, environment = reproduced_project, isolated_environment
+    run(["dvc", "exp", "run", "-S", "arch.kernel=5"], project, environment)
+    run(["git", "add", "-A"], project, environment)
+    run(["git", "commit", "-qm", "kernel 5"], project, environment)
+    # A fresh clone has no DVC cache, no data and no models: only what git holds.
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path, environment)
+    summary = run(["bash", str(PROJECT_ROOT / "scripts/pr_comparison.sh"), "HEAD~1"], clone, environment).stdout
+    metrics, parameters = summary.split("### Params against ")
+    assert metrics.startswith("### Metrics against ")
+    assert re.search(r"\| metrics/test_accuracy\.json\s*\| test_accuracy\.arch\s*\|", metrics), metrics
+    assert re.search(r"\| params\.yaml\s*\| arch\.kernel\s*\| 3\s*\| 5\s*\|", parameters), parameters
+    missing = run(["bash", str(PROJECT_ROOT / "scripts/pr_comparison.sh"), "no-such-commit"], clone, environment,
+                  check=False)  # fmt: skip
+    assert missing.returncode == 1 and missing.stderr.strip() == (
+        "pr_comparison: base commit 'no-such-commit' not found; expected a commit of this repository (fetch it first)"
+    )

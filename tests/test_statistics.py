@@ -79,8 +79,19 @@ def test_prediction_interval_is_mean_plus_minus_t_s_root_one_plus_one_over_n():
 
 
 @pytest.mark.parametrize("values", [[0.98], [0.99, 0.99, 0.99]])
-def test_no_prediction_interval_without_two_seeds_and_a_spread(values):
-    assert statistics.prediction_interval(values) is None
+def test_no_interval_without_two_seeds_and_a_spread(values):
+    assert statistics.prediction_interval(values) is None and statistics.mean_interval(values) is None
+
+
+def test_equivalence_with_unequal_spreads_and_sizes_uses_welchs_degrees_of_freedom():
+    first, second, margin = [0.990, 0.992, 0.994, 0.996], [0.990, 0.991], 0.004
+    # Means 0.993 and 0.9905, difference 0.0025; variances 6.6667e-6 (n 4) and 5e-7 (n 2); squared standard
+    # errors 1.6667e-6 and 2.5e-7, error sqrt(1.9167e-6) = 1.3844e-3; Welch-Satterthwaite df =
+    # (1.9167e-6)^2 / ((1.6667e-6)^2 / 3 + (2.5e-7)^2 / 1) = 3.6738e-12 / 9.8843e-13 = 3.717.
+    error, df = math.sqrt(1.6667e-6 + 2.5e-7), 3.717
+    lower = scipy_stats.t.sf((0.0025 + margin) / error, df)
+    upper = scipy_stats.t.cdf((0.0025 - margin) / error, df)
+    assert statistics.equivalence(first, second, margin) == pytest.approx(max(lower, upper), rel=2e-3)
 
 
 def test_equivalence_p_is_the_larger_one_sided_welch_p_by_hand():
@@ -108,22 +119,43 @@ def test_seeds_to_detect_nothing_or_too_much():
     assert statistics.seeds_to_detect(0.00001, 0.002, 0.05, "two-sided") == statistics.MOST_SEEDS + 1
 
 
+def one_sided_power(standardized: float, seeds: int, alpha: float) -> float:
+    """The power of a one-sided two-sample t-test, from scipy's noncentral t (not statsmodels, which the code
+    uses): df = 2n - 2, noncentrality = effect x sqrt(n / 2)."""
+    df = 2 * seeds - 2
+    return float(scipy_stats.nct.sf(scipy_stats.t.ppf(1 - alpha, df), df, standardized * math.sqrt(seeds / 2)))
+
+
 def test_seeds_to_decide_take_the_nearer_verdict():
-    # Standardized difference 1 (difference 0.002, both sds 0.002), one pair: 17 seeds show it different;
-    # equivalence within 0.002 is out of reach (the difference is the margin).
+    # Standardized difference 1 (difference 0.002, both sds 0.002), one pair: 17 seeds show it different
+    # (Cohen's table); equivalence within 0.002 is out of reach (the difference is the margin).
     first, second = [0.988, 0.990, 0.992], [0.986, 0.988, 0.990]
     assert statistics.seeds_to_decide(first, second, 0.002, 1) == {"seeds": 17, "verdict": "different",
                                                                    "more_than": False}  # fmt: skip
-    # No difference, sd 0.002, margin 0.004: equivalence needs a one-sided test of effect 2 at 0.05 / 10.
+    # No difference, sd 0.002, margin 0.004, ten pairs: TOST at 0.05 / 10 needs both one-sided tests of
+    # effect 0.004 / 0.002 = 2 to reject, power 2 P - 1 with P the one-sided power.
     tied = [0.986, 0.988, 0.990]
     decided = statistics.seeds_to_decide(tied, list(tied), 0.004, 10)
     assert decided["verdict"] == "equivalent"
-    from statsmodels.stats.power import TTestIndPower
+    seeds = decided["seeds"]
+    assert 2 * one_sided_power(2.0, seeds, 0.005) - 1 >= 0.8 > 2 * one_sided_power(2.0, seeds - 1, 0.005) - 1
+    # Chow, Shao and Wang's normal approximation for TOST at a zero difference, n = 2 (z_alpha + z_beta/2)^2
+    # (sd / margin)^2 = 2 (2.5758 + 1.2816)^2 / 4 = 7.44: the t test needs a little more, never less.
+    assert 8 <= seeds <= 10
 
-    # The claim checked from the other side: at that many seeds the power is at least 80%, one fewer is not.
-    power = TTestIndPower().power
-    assert power(2.0, decided["seeds"], 0.005, alternative="larger") >= 0.8
-    assert power(2.0, decided["seeds"] - 1, 0.005, alternative="larger") < 0.8
+
+def test_a_pair_that_two_seeds_already_decide_asks_for_two_not_a_crash():
+    # Effect 100 sds: a power solver returns NaN here (the power is already 1 at two seeds).
+    assert statistics.seeds_to_detect(0.01, 0.0001, 0.005, "two-sided") == 2
+
+
+def test_a_difference_inside_the_margin_shown_both_ways_is_called_different():
+    # 0.001 apart with sds of 0.0001: Welch rejects equality and TOST rejects a difference beyond 0.002.
+    first = [0.9910, 0.9911, 0.9912, 0.9911, 0.9910]
+    second = [value - 0.001 for value in first[::-1]]
+    result = verdicts({"a": first, "b": second})[("a", "b")]
+    assert result["p_holm"] < 0.05 and result["p_equivalence_holm"] < 0.05
+    assert result["verdict"] == "different"
 
 
 def verdicts(samples: dict, margin: float = 0.002) -> dict:

@@ -3,7 +3,8 @@
     npm ci && python -m tools.offline_plots      (scripts/setup.sh runs both)
 
 DVC's default page loads Vega, Vega-Lite and Vega-Embed from a CDN, so offline every Vega chart
-is blank. This writes `.dvc/offline-plots.html`, which `.dvc/config` names as `plots.html_template`:
+is blank. This writes `.dvc/offline-plots.html`, which scripts/setup.sh then names as `plots.html_template`
+in `.dvc/config.local`:
 DVC's page with the three libraries, at the versions package-lock.json pins, inlined. Inlined, not
 linked, so the page also works where `-o` puts it and when it is copied or attached elsewhere.
 The template has no `{scripts}` placeholder, which is where DVC would add its CDN links.

@@ -2,6 +2,10 @@
 
     dvc exp run --queue -S 'arch.kernel=2,4,5,6,7' && dvc queue start -j 1
     python -m tools.sweep --param arch.kernel --model arch --output docs/kernel_sweep.md
+    python -m tools.sweep --param train.precision --model all --experiment bf16-three-seeds
+
+With several models (or `all`), each model's values are tested against its own baseline and
+Holm's correction spans every test in the table. `--experiment` keeps only the named experiments.
 
 `compare` tests models against each other within one run of the pipeline; a sweep's points are
 separate experiments. This reads them all from `dvc exp show --json` (the baseline commit, whose
@@ -45,7 +49,7 @@ def point(data: dict, param: str, model: str) -> tuple[object, dict] | None:
     return value, {"accuracies": dict(sorted(accuracies.items())), "parameters": parameters}
 
 
-def collect(shown: list[dict], param: str, model: str) -> tuple[object, dict[object, dict]]:
+def collect(shown: list[dict], param: str, model: str, only: list[str] = ()) -> tuple[object, dict[object, dict]]:
     """From `dvc exp show --json`: the baseline's value, and every value -> its results and experiment name.
 
     Raises:
@@ -66,6 +70,8 @@ def collect(shown: list[dict], param: str, model: str) -> tuple[object, dict[obj
                     continue
                 value, results = found
                 name = revision.get("name") or revision["rev"][:7]
+                if only and name not in only:
+                    continue
                 if value in points:
                     raise DataError(
                         f"experiments {points[value]['name']!r} and {name!r} both have {param}={value}; "
@@ -77,33 +83,42 @@ def collect(shown: list[dict], param: str, model: str) -> tuple[object, dict[obj
     return baseline_value, points
 
 
-def against_baseline(baseline_value, points: dict[object, dict], margin: float) -> list[dict]:
-    """Every value's test accuracy summarized, and each other value tested against the baseline's."""
-    samples = {value: list(point["accuracies"].values()) for value, point in points.items()}
-    ordered = sorted(points, key=lambda key: (str(type(key)), key))
-    pairs = [(value, baseline_value) for value in ordered if value != baseline_value]
-    tested = statistics.compare_pairs(samples, pairs, margin)
-    results = {result["first"]: result for result in tested}
+def against_baseline(sweeps: dict[str, tuple[object, dict[object, dict]]], margin: float) -> list[dict]:
+    """Every value's test accuracy summarized, and each other value tested against its model's baseline.
+
+    Args:
+        sweeps: model -> (its baseline's value, its points as `collect` returns them). Holm's
+            correction spans every test of every model.
+    """
+    samples, pairs, ordered = {}, [], []
+    for model, (baseline_value, points) in sweeps.items():
+        values = sorted(points, key=lambda key: (str(type(key)), key))
+        label = {value: str(value) if len(sweeps) == 1 else f"{model} {value}" for value in values}
+        samples |= {label[value]: list(points[value]["accuracies"].values()) for value in values}
+        pairs += [(label[value], label[baseline_value]) for value in values if value != baseline_value]
+        ordered += [(model, value, label[value]) for value in values]
+    results = {result["first"]: result for result in statistics.compare_pairs(samples, pairs, margin)}
     return [
         {
+            "model": model,
             "value": value,
-            "experiment": points[value]["name"],
-            "parameters": points[value]["parameters"],
-            "seeds": len(samples[value]),
-            "test_accuracy": statistics.summarize(samples[value]),
-            "interval": statistics.mean_interval(samples[value]),
-            "test": results.get(value),
+            "experiment": sweeps[model][1][value]["name"],
+            "parameters": sweeps[model][1][value]["parameters"],
+            "seeds": len(samples[label]),
+            "test_accuracy": statistics.summarize(samples[label]),
+            "interval": statistics.mean_interval(samples[label]),
+            "test": results.get(label),
         }
-        for value in ordered
+        for model, value, label in ordered
     ]
 
 
-def markdown(param: str, model: str, baseline_value, rows: list[dict], margin: float) -> str:
-    """The sweep as a table: one row per value, the baseline's marked, the verdict counts under it."""
+def markdown(param: str, rows: list[dict], margin: float) -> str:
+    """The sweep as a table: one row per model and value, the baseline's marked, the verdict counts under it."""
     lines = [
-        f"| {param} | experiment | parameters | seeds | test accuracy, mean ± sd | 95% CI of the mean "
-        f"| difference from {baseline_value} [95% CI] | p (Welch, Holm) | p (equivalence, Holm) | verdict |",
-        "|---|---|---:|---:|---|---|---|---:|---:|---|",
+        f"| model | {param} | experiment | parameters | seeds | test accuracy, mean ± sd | 95% CI of the mean "
+        f"| difference from the baseline [95% CI] | p (Welch, Holm) | p (equivalence, Holm) | verdict |",
+        "|---|---|---|---:|---:|---|---|---|---:|---:|---|",
     ]
     for row in rows:
         cell = statistics.mean_sd_cell(row["test_accuracy"])
@@ -120,13 +135,13 @@ def markdown(param: str, model: str, baseline_value, rows: list[dict], margin: f
             p_equivalence = "" if test["p_equivalence_holm"] is None else f"{test['p_equivalence_holm']:.3g}"
             words = statistics.verdict_words(test, margin)
         lines.append(
-            f"| {row['value']} | {row['experiment']} | {parameters} | {row['seeds']} | {cell} | {interval} "
-            f"| {difference} | {p_value} | {p_equivalence} | {words} |"
+            f"| {row['model']} | {row['value']} | {row['experiment']} | {parameters} | {row['seeds']} | {cell} "
+            f"| {interval} | {difference} | {p_value} | {p_equivalence} | {words} |"
         )
     counts = statistics.count_verdicts([row["test"] for row in rows if row["test"] is not None])
     lines.append(
-        f"\nAgainst the baseline, equivalence margin ±{margin:.4f}: {counts['different']} different, "
-        f"{counts['equivalent']} equivalent, {counts['undecided']} undecided."
+        f"\nAgainst the baseline, equivalence margin ±{margin:.4f}, Holm across the {sum(counts.values())} tests: "
+        f"{counts['different']} different, {counts['equivalent']} equivalent, {counts['undecided']} undecided."
     )
     return "\n".join(lines) + "\n"
 
@@ -147,19 +162,26 @@ def experiments(revisions: list[str]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--param", required=True, help="the swept parameter, e.g. arch.kernel")
-    parser.add_argument("--model", required=True, help="the model whose test accuracy is compared, e.g. arch")
+    parser.add_argument("--model", action="append", required=True,
+                        help="a model whose test accuracy is compared, e.g. arch; repeat it, or `all`")  # fmt: skip
+    parser.add_argument("--experiment", action="append", default=[], help="only this experiment (repeatable)")
     parser.add_argument("--rev", action="append", default=[], help="baseline commit(s) of the sweep (default HEAD)")
     parser.add_argument("--output", type=Path, help="also write the table to this Markdown file")
     parser.add_argument("--margin", type=float,
                         help="equivalence margin (default: compare.equivalence_margin in params.yaml)")  # fmt: skip
     arguments = parser.parse_args()
-    margin = compare.equivalence_margin(
-        params.select(params.load_params(), "compare.equivalence_margin") if arguments.margin is None
-        else arguments.margin
-    )  # fmt: skip
-    baseline_value, points = collect(experiments(arguments.rev), arguments.param, arguments.model)
-    rows = against_baseline(baseline_value, points, margin)
-    table = markdown(arguments.param, arguments.model, baseline_value, rows, margin)
+    if arguments.margin is None:
+        margin = compare.equivalence_margin(params.select(params.load_params(), "compare.equivalence_margin"))
+    elif not 0 < arguments.margin < 1:
+        raise ParamsError(f"--margin: got {arguments.margin:g}; expected a difference in test accuracy in (0, 1)")
+    else:
+        margin = arguments.margin
+    models = params.select(params.load_params(), "models") if arguments.model == ["all"] else arguments.model
+    shown = experiments(arguments.rev)
+    rows = against_baseline(
+        {model: collect(shown, arguments.param, model, arguments.experiment) for model in models}, margin
+    )
+    table = markdown(arguments.param, rows, margin)
     if arguments.output:
         artifacts.write_text_atomic(arguments.output, table)
     print(table, end="")

@@ -1,0 +1,60 @@
+"""A quick probe of candidate designs for `arch`: plain Keras, one seed, the study's protocol, mixed bfloat16.
+
+    python -m benchmarks.arch_probe plain_two_convs 1      # a candidate's name and a seed; prints one JSON line
+
+Not the pipeline: `model.fit` on the prepared arrays (Keras' own shuffling), batch 200, 10 epochs,
+Adam 1e-3, Glorot-normal, the classifier in float32, under Keras' mixed_bfloat16 policy to be
+quick. It only says which designs are worth the pipeline's seeds; the committed comparison is
+what decides (docs/results.md). Each candidate is written in params.yaml's layer language.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from stages import architecture
+
+CONV = {"type": "conv", "padding": "same"}
+HEAD = [{"type": "flatten"}, {"type": "dropout", "rate": 0.4}, {"type": "dense", "units": 128},
+        {"type": "dropout", "rate": 0.4}]  # fmt: skip
+CANDIDATES = {
+    # Two 3x3 convs before each of two pools, dropout around the dense layer.
+    "plain_two_convs": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
+                        CONV | {"filters": 64}, {"type": "pool"}, *HEAD],
+    # One conv, then two, then one, a pool after each group: fewer FLOPs at full resolution.
+    "pool_early": [CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64}, CONV | {"filters": 64},
+                   {"type": "pool"}, CONV | {"filters": 128}, {"type": "pool"}, *HEAD],
+    # plain_two_convs with batch normalization after every conv.
+    "batchnorm": [CONV | {"filters": 32}, {"type": "batchnorm"}, CONV | {"filters": 32}, {"type": "batchnorm"},
+                  {"type": "pool"}, CONV | {"filters": 64}, {"type": "batchnorm"}, CONV | {"filters": 64},
+                  {"type": "batchnorm"}, {"type": "pool"}, *HEAD],
+    # plain_two_convs behind random shifts of up to a tenth of the image.
+    "shift": [{"type": "augment", "shift": 0.1}, CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"},
+              CONV | {"filters": 64}, CONV | {"filters": 64}, {"type": "pool"}, *HEAD],
+}  # fmt: skip
+
+
+def main() -> None:
+    import keras
+
+    name, seed = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    splits = {split: np.load(f"data/prepared/{split}.npz") for split in ("train", "validation", "test")}
+    spec = architecture.parse_architecture("arch", {"kernel": 3, "layers": CANDIDATES[name]})
+    model = architecture.build_model(spec)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    started = time.perf_counter()
+    history = model.fit(splits["train"]["x"], splits["train"]["y"], batch_size=200, epochs=10, verbose=0,
+                        validation_data=(splits["validation"]["x"], splits["validation"]["y"]))  # fmt: skip
+    seconds = time.perf_counter() - started
+    _, accuracy = model.evaluate(splits["test"]["x"], splits["test"]["y"], batch_size=1000, verbose=0)
+    print(json.dumps({"name": name, "seed": seed, "parameters": model.count_params(), "fit_seconds": round(seconds),
+                      "test_accuracy": round(accuracy, 4),
+                      "val_accuracy": round(history.history["val_accuracy"][-1], 4)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
