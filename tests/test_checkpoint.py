@@ -197,7 +197,10 @@ def test_a_checkpoint_resumes_in_a_moved_project_and_survives_edits_to_code_the_
             code.write("\n# an edit the training stage runs\n")
         rerun = Background(stage_command("arch", 1), moved, environment)
         with rerun:
-            rerun.wait_for(moved / CHECKPOINTS / "train@arch-1" / "epoch-0002")
+            deadline = time.monotonic() + 120
+            # Until its first epoch is checkpointed ("Epoch 2/30" starts after it), so the next edit has one to discard.
+            while "Epoch 2/30" not in "".join(rerun.lines) and time.monotonic() < deadline:
+                time.sleep(0.1)
         assert "train@arch-1: discarding the checkpoint" in "".join(rerun.lines), module
 
 

@@ -221,9 +221,9 @@ def test_queued_sweep_runs_only_the_arch_stages(reproduced_project, isolated_env
     command = [sys.executable, "-m", "tools.sweep", "--param", "arch.kernel", "--model", "arch"]
     table = run(command, project, environment | {"PYTHONPATH": str(PROJECT_ROOT)}).stdout
     kernel_5 = experiments[5]["metrics/evaluate/arch/seed-1.json"]["test"]["accuracy"]
-    row = rf"^\| 5 \| {name} \| [\d,]+ \| 1 \| {kernel_5:.4f} \|.*needs two seeds"
+    row = rf"^\| arch \| 5 \| {name} \| [\d,]+ \| 1 \| {kernel_5:.4f} \|.*needs two seeds"
     assert re.search(row, table, re.MULTILINE), table
-    assert re.search(r"^\| 3 \| baseline \w{7} \|", table, re.MULTILINE), table
+    assert re.search(r"^\| arch \| 3 \| baseline \w{7} \|", table, re.MULTILINE), table
 
 
 @pytest.mark.pipeline
