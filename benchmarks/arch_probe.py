@@ -33,6 +33,29 @@ CANDIDATES = {
     # plain_two_convs behind random shifts of up to a tenth of the image.
     "shift": [{"type": "augment", "shift": 0.1}, CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"},
               CONV | {"filters": 64}, CONV | {"filters": 64}, {"type": "pool"}, *HEAD],
+    # batchnorm behind the same shifts.
+    "batchnorm_shift": [{"type": "augment", "shift": 0.1}, CONV | {"filters": 32}, {"type": "batchnorm"},
+                        CONV | {"filters": 32}, {"type": "batchnorm"}, {"type": "pool"}, CONV | {"filters": 64},
+                        {"type": "batchnorm"}, CONV | {"filters": 64}, {"type": "batchnorm"}, {"type": "pool"}, *HEAD],
+    # plain_two_convs with dropout 0.25 after each pool as well (Keras' classic MNIST remedy).
+    "block_dropout": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, {"type": "dropout", "rate": 0.25},
+                      CONV | {"filters": 64}, CONV | {"filters": 64}, {"type": "pool"},
+                      {"type": "dropout", "rate": 0.25}, *HEAD],
+    # plain_two_convs with a third block (two 128-filter convs on the 7x7 maps, a pool) before the head.
+    "three_blocks": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
+                     CONV | {"filters": 64}, {"type": "pool"}, CONV | {"filters": 128}, CONV | {"filters": 128},
+                     {"type": "pool"}, *HEAD],
+    # plain_two_convs with a wider dense layer and dropout 0.5 around it.
+    "wide_head": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
+                  CONV | {"filters": 64}, {"type": "pool"}, {"type": "flatten"}, {"type": "dropout", "rate": 0.5},
+                  {"type": "dense", "units": 256}, {"type": "dropout", "rate": 0.5}],
+    # plain_two_convs with 5x5 kernels in the first block.
+    "kernel5_first": [CONV | {"filters": 32, "kernel": 5}, CONV | {"filters": 32, "kernel": 5}, {"type": "pool"},
+                      CONV | {"filters": 64}, CONV | {"filters": 64}, {"type": "pool"}, *HEAD],
+    # plain_two_convs with dropout 0.25 around the dense layer: it was still learning at epoch 10.
+    "light_dropout": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
+                      CONV | {"filters": 64}, {"type": "pool"}, {"type": "flatten"}, {"type": "dropout", "rate": 0.25},
+                      {"type": "dense", "units": 128}, {"type": "dropout", "rate": 0.25}],
 }  # fmt: skip
 
 

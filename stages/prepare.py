@@ -49,14 +49,19 @@ def one_hot(labels: np.ndarray, class_count: int) -> np.ndarray:
     return np.eye(class_count, dtype=np.float32)[labels]
 
 
+def split_index(count: int, fraction: float) -> int:
+    """How many of `count` images stay for training when the last `fraction` is held out."""
+    # Keras computes the split index as int(N * (1 - fraction)).
+    return int(count * (1.0 - fraction))
+
+
 def split_validation(images: np.ndarray, labels: np.ndarray, fraction: float):
     """Splits off the last `fraction` of the arrays, as Keras' `validation_split` does.
 
     Returns:
         (train_images, train_labels, validation_images, validation_labels).
     """
-    # Keras computes the split index as int(N * (1 - fraction)).
-    split_at = int(len(images) * (1.0 - fraction))
+    split_at = split_index(len(images), fraction)
     if split_at == 0 or split_at == len(images):
         raise ParamsError(f"data.validation_fraction {fraction} leaves an empty split of {len(images)} images")
     return images[:split_at], labels[:split_at], images[split_at:], labels[split_at:]

@@ -87,5 +87,5 @@ def test_the_projects_params_are_valid():
     loaded = project_params()
     settings = train.TrainParams.from_section(loaded["train"])
     assert (settings.epochs, settings.batch_size, settings.optimizer) == (10, 200, "adam")
-    assert params.seed_list(loaded["train"]["seeds"]) == [1, 2, 3, 4]
+    assert params.seed_list(loaded["train"]["seeds"]) == [1, 2, 3, 4, 5, 6]
     assert loaded["models"] == ["conv3_pool", "conv5_pool", "conv7_pool", "conv3_dropout", "arch"]

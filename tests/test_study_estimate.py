@@ -61,7 +61,8 @@ def test_a_project_that_trained_before_estimates_its_new_seeds_from_its_own_hist
     assert said.returncode == 0, said.stderr
     models = len(project_params()["models"])
     # Every training it counts is timed from the first seed's trainings in the template, none from the reference.
-    assert said.stdout.startswith("study: ") and "from this machine's past trainings)" in said.stdout, said.stdout
+    assert said.stdout.startswith(f"study: {models} trainings to run, about "), said.stdout
+    assert "from this machine's past trainings)" in said.stdout, said.stdout
     assert "committed run's" not in said.stdout
     run(["dvc", "repro"], project, environment)
     assert run_python(["-m", "tools.study_estimate"], environment, cwd=project).stdout.startswith(

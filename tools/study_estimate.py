@@ -16,7 +16,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from stages import architecture, cli, params, progress, train
+from stages import architecture, cli, params, prepare, progress, train
 
 # Effective rates of earlier whole runs, in GFLOP of training per second of `dvc repro` (start-up,
 # validation and evaluation included). float32: the previous committed study (commit f24d552):
@@ -33,7 +33,7 @@ HISTORY = Path(".dvc/tmp/checkpoints/epoch-seconds.json")
 def split_sizes(data: dict) -> tuple[int, int]:
     """Training and validation images, as `prepare` splits them (MNIST's 60,000, or `data.limit`)."""
     total = 60_000 if data["limit"] is None else data["limit"]
-    train_images = int(total * (1.0 - data["validation_fraction"]))
+    train_images = prepare.split_index(total, data["validation_fraction"])
     return train_images, total - train_images
 
 
