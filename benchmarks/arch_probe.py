@@ -38,9 +38,9 @@ CANDIDATES = {
                         CONV | {"filters": 32}, {"type": "batchnorm"}, {"type": "pool"}, CONV | {"filters": 64},
                         {"type": "batchnorm"}, CONV | {"filters": 64}, {"type": "batchnorm"}, {"type": "pool"}, *HEAD],
     # plain_two_convs with dropout 0.25 after each pool as well (Keras' classic MNIST remedy).
-    "block_dropout": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, {"type": "dropout", "rate": 0.25},
-                      CONV | {"filters": 64}, CONV | {"filters": 64}, {"type": "pool"},
-                      {"type": "dropout", "rate": 0.25}, *HEAD],
+    "block_dropout": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"},
+                      {"type": "dropout", "rate": 0.25}, CONV | {"filters": 64}, CONV | {"filters": 64},
+                      {"type": "pool"}, {"type": "dropout", "rate": 0.25}, *HEAD],
     # plain_two_convs with a third block (two 128-filter convs on the 7x7 maps, a pool) before the head.
     "three_blocks": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
                      CONV | {"filters": 64}, {"type": "pool"}, CONV | {"filters": 128}, CONV | {"filters": 128},
