@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import urllib.request
 
 import pytest
@@ -119,27 +120,31 @@ def test_twelve_large_uploads_under_the_budget_are_decoded_one_per_core_at_a_tim
 def test_a_request_that_waits_too_long_for_a_decoding_slot_gets_503_with_retry_after(
     trained_models_dir, page_models, isolated_environment
 ):
-    large = bomb_png(7_900)  # about a second to decode
-    options = ("--decoding-slots", "1", "--queue-seconds", "0.3")
+    large = bomb_png(7_900)  # a quarter to one second to decode, by machine
+    options = ("--decoding-slots", "1", "--queue-seconds", "0.05")
+    # Eight uploads released together: one takes the slot, and the others cannot all get it within 0.05 s.
+    together = threading.Barrier(8)
     with page_server.running_page(trained_models_dir, isolated_environment, page_models, free_ports()[0],
                                 *options) as (url, _):  # fmt: skip
 
         def post_large(_):
             connection = http.client.HTTPConnection(url.removeprefix("http://").rstrip("/"), timeout=60)
             try:
+                connection.connect()
+                together.wait(timeout=60)
                 connection.request("POST", "/predict", body=large, headers={"Content-Type": "image/png"})
                 response = connection.getresponse()
                 return response.status, response.getheader("Retry-After"), json.loads(response.read())["error"]
             finally:
                 connection.close()
 
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            answers = list(pool.map(post_large, range(4)))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(post_large, range(8)))
     statuses = sorted(status for status, _, _ in answers)
     assert 422 in statuses and 503 in statuses, answers  # one decoded (a blank image), the others turned away
     for status, retry_after, message in answers:
         if status == 503:
-            assert retry_after == "5" and message == "busy: every decoding slot was taken for 0.3 s; try again"
+            assert retry_after == "5" and message == "busy: every decoding slot was taken for 0.05 s; try again"
 
 
 def test_a_digit_on_squared_paper_is_read_right_on_the_page(page, tmp_path):

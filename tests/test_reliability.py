@@ -129,7 +129,9 @@ def test_disk_full_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_a_read_only_directory_is_named_with_the_cure(isolated_environment):
-    """A directory the stage may not write to. Root writes anywhere, so as root the write runs as nobody."""
+    """A directory the stage may not write to. Root writes anywhere by its capability to override file
+    permissions, so as root the write runs without it: still root, so it can read a project whose
+    parent directories only root may enter (a clone in `mktemp -d`), but bound by the directory's mode."""
     scratch = Path(tempfile.mkdtemp())
     try:
         scratch.chmod(0o755)
@@ -140,9 +142,9 @@ def test_a_read_only_directory_is_named_with_the_cure(isolated_environment):
             "import sys; from pathlib import Path; from stages import artifacts, cli; "
             "cli.run('evaluate', lambda: artifacts.write_json(Path(sys.argv[1]), {'test': 1}))"
         )
-        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
         completed = run_python(
-            ["-c", write, str(read_only / "arch.json")], isolated_environment, timeout=60, prefix=as_user
+            ["-c", write, str(read_only / "arch.json")], isolated_environment, timeout=60, prefix=unprivileged
         )
         assert completed.returncode == 1, completed.stderr
         assert completed.stderr == (

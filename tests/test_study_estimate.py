@@ -40,11 +40,17 @@ def test_trainings_to_run_are_every_model_and_seed_or_those_dvc_reports():
 
 
 def test_a_change_upstream_retrains_everything_and_a_new_seed_list_does_not():
-    seeds_only = {"prepare": [{"changed params": {"params.yaml": {"train.seeds": "modified"}}}],
+    # As DVC 3.67's `dvc status --json` writes them: a parameter is a changed dep of its params file.
+    seeds_only = {"prepare": [{"changed deps": {"params.yaml": {"train.seeds": "modified"}}}],
                   "train@arch-2": [{"changed outs": {"models/arch/seed-2": "deleted"}}]}  # fmt: skip
     assert study_estimate.changed_stages(seeds_only) == {"prepare", "train@arch-2"}
-    limit = {"prepare": [{"changed params": {"params.yaml": {"data.limit": "modified"}}}]}
+    limit = {"prepare": [{"changed deps": {"params.yaml": {"data.limit": "modified"}}}]}
     assert study_estimate.changed_stages(limit) is None
+    both = {"prepare": [{"changed deps": {"params.yaml": {"train.seeds": "modified", "data.limit": "modified"}}}]}
+    assert study_estimate.changed_stages(both) is None
+    seeds_and_code = {"prepare": [{"changed deps": {"params.yaml": {"train.seeds": "modified"},
+                                                    "stages/prepare.py": "modified"}}]}  # fmt: skip
+    assert study_estimate.changed_stages(seeds_and_code) is None
     code = {"prepare": [{"changed deps": {"stages/prepare.py": "modified"}}]}
     assert study_estimate.changed_stages(code) is None
     assert study_estimate.changed_stages({"download": ["changed command"]}) is None

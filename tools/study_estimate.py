@@ -94,10 +94,12 @@ def changed_stages(status: dict) -> set[str] | None:
     """
     for stage in UPSTREAM:
         for entry in status.get(stage, []):
-            only_seeds = (
-                isinstance(entry, dict)
-                and set(entry) == {"changed params"}
-                and all(set(keys) <= {"train.seeds"} for keys in entry["changed params"].values())
+            # DVC 3 lists a changed parameter under "changed deps", as {params file: {key: change}}; a changed
+            # file is {path: change}, a string.
+            only_seeds = isinstance(entry, dict) and all(
+                isinstance(changes, dict) and set(changes) <= {"train.seeds"}
+                for changed in entry.values()
+                for changes in changed.values()
             )
             if not only_seeds:
                 return None
