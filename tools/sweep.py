@@ -170,13 +170,14 @@ def main() -> None:
     parser.add_argument("--margin", type=float,
                         help="equivalence margin (default: compare.equivalence_margin in params.yaml)")  # fmt: skip
     arguments = parser.parse_args()
+    project_params = params.load_params()
     if arguments.margin is None:
-        margin = compare.equivalence_margin(params.select(params.load_params(), "compare.equivalence_margin"))
+        margin = compare.equivalence_margin(params.select(project_params, "compare.equivalence_margin"))
     elif not 0 < arguments.margin < 1:
         raise ParamsError(f"--margin: got {arguments.margin:g}; expected a difference in test accuracy in (0, 1)")
     else:
         margin = arguments.margin
-    models = params.select(params.load_params(), "models") if arguments.model == ["all"] else arguments.model
+    models = params.select(project_params, "models") if arguments.model == ["all"] else arguments.model
     shown = experiments(arguments.rev)
     rows = against_baseline(
         {model: collect(shown, arguments.param, model, arguments.experiment) for model in models}, margin
