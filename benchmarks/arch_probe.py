@@ -1,6 +1,8 @@
 """A quick probe of candidate designs for `arch`: plain Keras, one seed, the study's protocol, mixed bfloat16.
 
     python -m benchmarks.arch_probe plain_two_convs 1      # a candidate's name and a seed; prints one JSON line
+    python -m benchmarks.arch_probe plain_two_convs 1 20   # the same with 20 epochs: is the protocol what binds?
+    python -m benchmarks.arch_probe plain_two_convs 1 10 2 # two columns of it, their softmax outputs averaged
 
 Not the pipeline: `model.fit` on the prepared arrays (Keras' own shuffling), batch 200, 10 epochs,
 Adam 1e-3, Glorot-normal, the classifier in float32, under Keras' mixed_bfloat16 policy to be
@@ -45,6 +47,9 @@ CANDIDATES = {
     "three_blocks": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
                      CONV | {"filters": 64}, {"type": "pool"}, CONV | {"filters": 128}, CONV | {"filters": 128},
                      {"type": "pool"}, *HEAD],
+    # plain_two_convs with 96 filters in the second block: more capacity on the 14x14 maps.
+    "wide_second_block": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 96},
+                          CONV | {"filters": 96}, {"type": "pool"}, *HEAD],
     # plain_two_convs with a wider dense layer and dropout 0.5 around it.
     "wide_head": [CONV | {"filters": 32}, CONV | {"filters": 32}, {"type": "pool"}, CONV | {"filters": 64},
                   CONV | {"filters": 64}, {"type": "pool"}, {"type": "flatten"}, {"type": "dropout", "rate": 0.5},
@@ -59,22 +64,44 @@ CANDIDATES = {
 }  # fmt: skip
 
 
+def build(name: str, columns: int):
+    """The candidate, or `columns` copies of it side by side on the same input with their softmax
+    outputs averaged (a multi-column network, Ciresan et al. 2012, trained jointly as one model):
+    does averaging columns lift the mean the way an ensemble of separately trained models would?"""
+    import keras
+
+    if columns == 1:
+        return architecture.build_model(
+            architecture.parse_architecture("arch", {"kernel": 3, "layers": CANDIDATES[name]})
+        )
+    image = keras.Input(shape=(28, 28, 1))
+    outputs = [
+        architecture.build_model(
+            architecture.parse_architecture(f"column_{index}", {"kernel": 3, "layers": CANDIDATES[name]})
+        )(image)
+        for index in range(1, columns + 1)
+    ]
+    return keras.Model(image, keras.layers.Average(dtype="float32")(outputs))
+
+
 def main() -> None:
     import keras
 
     name, seed = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 10
+    columns = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy("mixed_bfloat16")
     splits = {split: np.load(f"data/prepared/{split}.npz") for split in ("train", "validation", "test")}
-    spec = architecture.parse_architecture("arch", {"kernel": 3, "layers": CANDIDATES[name]})
-    model = architecture.build_model(spec)
+    model = build(name, columns)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
-    history = model.fit(splits["train"]["x"], splits["train"]["y"], batch_size=200, epochs=10, verbose=0,
+    history = model.fit(splits["train"]["x"], splits["train"]["y"], batch_size=200, epochs=epochs, verbose=0,
                         validation_data=(splits["validation"]["x"], splits["validation"]["y"]))  # fmt: skip
     seconds = time.perf_counter() - started
     _, accuracy = model.evaluate(splits["test"]["x"], splits["test"]["y"], batch_size=1000, verbose=0)
-    print(json.dumps({"name": name, "seed": seed, "parameters": model.count_params(), "fit_seconds": round(seconds),
+    print(json.dumps({"name": name, "seed": seed, "epochs": epochs, "columns": columns,
+                      "parameters": model.count_params(), "fit_seconds": round(seconds),
                       "test_accuracy": round(accuracy, 4),
                       "val_accuracy": round(history.history["val_accuracy"][-1], 4)}))  # fmt: skip
 

@@ -67,3 +67,21 @@ def test_each_precision_has_its_own_bound_and_the_speedup_is_against_float32(mon
     assert row["precisions"]["mixed_bfloat16"]["bound_images_per_second"] == 22705
     assert row["precisions"]["mixed_bfloat16"]["ratios"]["pipeline/bound"] == round(4000 / 22705, 3)
     assert row["speedup_over_float32"] == {"pipeline mixed_bfloat16": 2.0}
+
+
+def test_a_two_column_probe_averages_the_softmax_outputs_of_two_independent_columns():
+    import keras
+    import numpy as np
+
+    from benchmarks import arch_probe
+
+    keras.utils.set_random_seed(7)
+    model = arch_probe.build("plain_two_convs", columns=2)
+    # Two full copies of the 467,818-parameter design (its count in docs/results.md), nothing shared.
+    assert model.count_params() == 2 * 467_818
+    columns = [layer for layer in model.layers if layer.name.startswith("column_")]
+    assert [column.name for column in columns] == ["column_1", "column_2"]
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    first, second = (np.asarray(column(images, training=False)) for column in columns)
+    assert not np.allclose(first, second)  # differently initialized, so the mean is not either one
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), (first + second) / 2, rtol=1e-5, atol=1e-7)
