@@ -1,10 +1,11 @@
-"""A quick probe of candidate designs for `arch`: plain Keras, one seed, the study's protocol, mixed bfloat16.
+"""A quick probe of candidate designs for `arch`: plain Keras, one seed per call, mixed bfloat16.
 
-    python -m benchmarks.arch_probe plain_two_convs 1      # a candidate's name and a seed; prints one JSON line
-    python -m benchmarks.arch_probe plain_two_convs 1 20   # the same with 20 epochs: is the protocol what binds?
-    python -m benchmarks.arch_probe plain_two_convs 1 10 2 # two columns of it, their softmax outputs averaged
+    python -m benchmarks.arch_probe plain_two_convs 1       # a candidate's name and a seed; prints one JSON line
+    python -m benchmarks.arch_probe plain_two_convs 1 20    # the same for 20 epochs: is the protocol what binds?
+    python -m benchmarks.arch_probe plain_two_convs 1 10 2  # two columns of it, their softmax outputs averaged
 
-Not the pipeline: `model.fit` on the prepared arrays (Keras' own shuffling), batch 200, 10 epochs,
+Not the pipeline: `model.fit` on the prepared arrays (Keras' own shuffling), batch 200, 10 epochs
+(the study's protocol unless an epoch count is given),
 Adam 1e-3, Glorot-normal, the classifier in float32, under Keras' mixed_bfloat16 policy to be
 quick. It only says which designs are worth the pipeline's seeds; the committed comparison is
 what decides (docs/results.md). Each candidate is written in params.yaml's layer language.

@@ -76,7 +76,13 @@ def test_a_two_column_probe_averages_the_softmax_outputs_of_two_independent_colu
     from benchmarks import arch_probe
 
     keras.utils.set_random_seed(7)
-    model = arch_probe.build("plain_two_convs", columns=2)
+    # Under the policy the probe trains with: the average, like the classifier, must stay float32.
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = arch_probe.build("plain_two_convs", columns=2)
+    finally:
+        keras.config.set_dtype_policy(policy)
     # Two full copies of the 467,818-parameter design (its count in docs/results.md), nothing shared.
     assert model.count_params() == 2 * 467_818
     columns = [layer for layer in model.layers if layer.name.startswith("column_")]
@@ -84,4 +90,6 @@ def test_a_two_column_probe_averages_the_softmax_outputs_of_two_independent_colu
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     first, second = (np.asarray(column(images, training=False)) for column in columns)
     assert not np.allclose(first, second)  # differently initialized, so the mean is not either one
-    np.testing.assert_allclose(np.asarray(model(images, training=False)), (first + second) / 2, rtol=1e-5, atol=1e-7)
+    averaged = model(images, training=False)
+    assert keras.backend.standardize_dtype(averaged.dtype) == "float32"
+    np.testing.assert_allclose(np.asarray(averaged), (first + second) / 2, rtol=1e-5, atol=1e-7)
