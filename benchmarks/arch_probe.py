@@ -5,10 +5,10 @@
     python -m benchmarks.arch_probe plain_two_convs 1 10 2  # two columns of it, their softmax outputs averaged
 
 Not the pipeline: `model.fit` on the prepared arrays (Keras' own shuffling), batch 200, 10 epochs
-(the study's protocol unless an epoch count is given),
-Adam 1e-3, Glorot-normal, the classifier in float32, under Keras' mixed_bfloat16 policy to be
-quick. It only says which designs are worth the pipeline's seeds; the committed comparison is
-what decides (docs/results.md). Each candidate is written in params.yaml's layer language.
+(the study's protocol) unless an epoch count is given, Adam 1e-3, Glorot-normal, the classifier in
+float32, under Keras' mixed_bfloat16 policy to be quick. It only says which designs are worth the
+pipeline's seeds; the committed comparison is what decides (docs/results.md). Each candidate is
+written in params.yaml's layer language.
 """
 
 import json
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from stages import architecture
+from stages import architecture, artifacts
 
 CONV = {"type": "conv", "padding": "same"}
 HEAD = [{"type": "flatten"}, {"type": "dropout", "rate": 0.4}, {"type": "dense", "units": 128},
@@ -71,17 +71,15 @@ def build(name: str, columns: int):
     does averaging columns lift the mean the way an ensemble of separately trained models would?"""
     import keras
 
-    if columns == 1:
+    def column(model_name: str):
         return architecture.build_model(
-            architecture.parse_architecture("arch", {"kernel": 3, "layers": CANDIDATES[name]})
+            architecture.parse_architecture(model_name, {"kernel": 3, "layers": CANDIDATES[name]})
         )
-    image = keras.Input(shape=(28, 28, 1))
-    outputs = [
-        architecture.build_model(
-            architecture.parse_architecture(f"column_{index}", {"kernel": 3, "layers": CANDIDATES[name]})
-        )(image)
-        for index in range(1, columns + 1)
-    ]
+
+    if columns == 1:
+        return column("arch")
+    image = keras.Input(shape=artifacts.IMAGE_SHAPE)
+    outputs = [column(f"column_{index}")(image) for index in range(1, columns + 1)]
     return keras.Model(image, keras.layers.Average(dtype="float32")(outputs))
 
 
